@@ -1,0 +1,29 @@
+# The two front-door commands: `make demo` and `make test`.
+# Each creates .venv when missing and installs the project into it; the stamp
+# file makes a second call install nothing until pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is required, found " + sys.version.split()[0]'
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+	@echo "Installed into $(VENV): $$($(VPY) -c 'import torch, mmseg, mmengine, fiftyone; print(f"torch {torch.__version__}, mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, fiftyone {fiftyone.__version__}")')"
+
+demo: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash demo.sh
+
+test: $(STAMP)
+	$(VPY) -m pytest
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m ruff format --check .

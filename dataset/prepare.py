@@ -1,0 +1,363 @@
+"""FiftyOne dataset of polylines -> MMSegmentation dataset folder (the guide's Step 2).
+
+Layout written under <data_root>/<name without _fo>/:
+    images/{train,val,test}/       images, copied (re-encoded as JPEG only when resized)
+    annotations/{train,val,test}/  single-channel PNG masks, one class index per pixel
+    classes.txt, palette.txt       one class / one "R G B" per line, index order
+    dataset_info.py                classes, palette, counts, pixel frequencies, class weights
+    manifest.csv                   sample id, source filepath, split, output files
+
+The whole folder is written under a temporary name next to the target and renamed
+at the end, so an interrupted run leaves no half dataset and the previous output
+intact; replacing an existing folder needs overwrite=True.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import multiprocessing
+import os
+import pprint
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from dataset.rasterize import Shape, rasterize
+from dataset.taxonomy import Taxonomy, load_taxonomy
+from settings import Settings
+
+SPLITS = ("train", "val", "test")
+MAX_CLASS_WEIGHT = 10.0
+MIN_CLASS_WEIGHT = 0.1
+
+log = logging.getLogger("prepare_data")
+
+
+class PrepareError(RuntimeError):
+    """Input that cannot be prepared; the message says what to fix."""
+
+
+@dataclass
+class SampleJob:
+    sample_id: str
+    filepath: str
+    split: str
+    stem: str
+    shapes: list[Shape]
+
+
+@dataclass
+class SampleResult:
+    job: SampleJob
+    image_file: str = ""
+    mask_file: str = ""
+    size: tuple[int, int] = (0, 0)  # (width, height) written
+    source_size: tuple[int, int] = (0, 0)
+    pixel_counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    error: str = ""
+
+
+def output_name(dataset_name: str) -> str:
+    """The guide's folder name: the FiftyOne dataset name without its `_fo` suffix."""
+    return dataset_name[: -len("_fo")] if dataset_name.endswith("_fo") else dataset_name
+
+
+def output_size(width: int, height: int, longest_side: int) -> tuple[int, int]:
+    scale = longest_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def process_sample(
+    job: SampleJob, out_dir: str, image_size: int, line_width: float
+) -> SampleResult:
+    """Write one image and its mask; failures come back in `error` so the batch goes on."""
+    result = SampleResult(job)
+    try:
+        with Image.open(job.filepath) as probe:
+            source_size = probe.size
+    except (OSError, ValueError) as exc:
+        result.error = f"sample {job.sample_id}: cannot read image {job.filepath!r} ({exc})"
+        return result
+    width, height = output_size(*source_size, image_size)
+    image_dir = Path(out_dir, "images", job.split)
+    if (width, height) == source_size:
+        image_file = image_dir / f"{job.stem}{Path(job.filepath).suffix.lower()}"
+        shutil.copyfile(job.filepath, image_file)
+    else:
+        image = cv2.imread(job.filepath, cv2.IMREAD_COLOR)
+        if image is None:
+            result.error = f"sample {job.sample_id}: cannot decode image {job.filepath!r}"
+            return result
+        interpolation = cv2.INTER_AREA if width < source_size[0] else cv2.INTER_CUBIC
+        image = cv2.resize(image, (width, height), interpolation=interpolation)
+        image_file = image_dir / f"{job.stem}.jpg"
+        cv2.imwrite(str(image_file), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    mask = rasterize(job.shapes, width, height, line_width)
+    mask_file = Path(out_dir, "annotations", job.split, f"{job.stem}.png")
+    cv2.imwrite(str(mask_file), mask)
+    result.image_file = str(image_file.relative_to(out_dir))
+    result.mask_file = str(mask_file.relative_to(out_dir))
+    result.size, result.source_size = (width, height), source_size
+    result.pixel_counts = np.bincount(mask.ravel(), minlength=256)
+    return result
+
+
+def _process(args: tuple) -> SampleResult:
+    return process_sample(*args)
+
+
+def load_fiftyone_dataset(name: str):
+    import fiftyone as fo
+
+    if not fo.dataset_exists(name):
+        known = fo.list_datasets()
+        raise PrepareError(
+            f"No FiftyOne dataset named {name!r} in {fo.config.database_dir}. "
+            f"Datasets there: {known if known else 'none'}."
+        )
+    return fo.load_dataset(name)
+
+
+def _check_field(dataset, field_name: str) -> None:
+    import fiftyone as fo
+
+    schema = dataset.get_field_schema(embedded_doc_type=fo.Polylines)
+    if field_name not in schema:
+        raise PrepareError(
+            f"Dataset {dataset.name!r} has no fo.Polylines field {field_name!r}; its "
+            f"Polylines fields are {sorted(schema) or 'none'}. Set CORAL_POLYLINES_FIELD "
+            "or pass --polylines-field."
+        )
+
+
+def split_of(tags: Iterable[str]) -> str | None:
+    found = [split for split in SPLITS if split in set(tags)]
+    return found[0] if len(found) == 1 else None
+
+
+def _unique_stems(jobs: list[SampleJob]) -> None:
+    """Give samples whose files share a name distinct output names (the sample id disambiguates)."""
+    seen: Counter[tuple[str, str]] = Counter((j.split, j.stem) for j in jobs)
+    for job in jobs:
+        if seen[(job.split, job.stem)] > 1:
+            job.stem = f"{job.stem}_{job.sample_id}"
+
+
+def collect_jobs(
+    dataset, settings: Settings, taxonomy: Taxonomy, skip_unsplit: bool
+) -> list[SampleJob]:
+    field_name = settings.polylines_field
+    _check_field(dataset, field_name)
+    ids, paths, tags, labels = dataset.values(["id", "filepath", "tags", f"{field_name}.polylines"])
+    unsplit = [(i, p, t) for i, p, t in zip(ids, paths, tags, strict=True) if split_of(t) is None]
+    if unsplit:
+        listing = "\n".join(f"  {i}  {p}  tags={t}" for i, p, t in unsplit)
+        message = f"{len(unsplit)} sample(s) have no split tag or several of {SPLITS}:\n{listing}"
+        if not skip_unsplit:
+            raise PrepareError(
+                message + "\nTag each with exactly one split, or pass --skip-unsplit."
+            )
+        log.warning("%s\nSkipping them (--skip-unsplit).", message)
+    label_counts = Counter(
+        p.label for polylines in labels for p in (polylines or []) if p.label is not None
+    )
+    unlabelled = sum(1 for polylines in labels for p in (polylines or []) if p.label is None)
+    if unlabelled:
+        label_counts[""] = unlabelled
+    class_of = taxonomy.resolve(label_counts, unknown=settings.unknown_labels)
+    jobs = []
+    for sample_id, path, sample_tags, polylines in zip(ids, paths, tags, labels, strict=True):
+        split = split_of(sample_tags)
+        if split is None:
+            continue
+        shapes = [
+            Shape(class_of[p.label or ""], shape, bool(p.closed or p.filled))
+            for p in (polylines or [])
+            for shape in p.points
+            if shape
+        ]
+        jobs.append(SampleJob(sample_id, path, split, Path(path).stem, shapes))
+    _unique_stems(jobs)
+    return jobs
+
+
+def class_weights(frequency: list[float]) -> list[float]:
+    """Median-frequency balancing on the train split: rare classes weigh more.
+
+    w_c = median(f) / f_c over the classes present, clipped to
+    [MIN_CLASS_WEIGHT, MAX_CLASS_WEIGHT]; classes absent from train get the maximum.
+    """
+    present = [f for f in frequency if f > 0]
+    if not present:
+        return [1.0] * len(frequency)
+    median = float(np.median(present))  # a Python float keeps dataset_info.py plain literals
+    return [
+        round(
+            min(MAX_CLASS_WEIGHT, max(MIN_CLASS_WEIGHT, median / f)) if f > 0 else MAX_CLASS_WEIGHT,
+            4,
+        )
+        for f in frequency
+    ]
+
+
+def write_metadata(
+    out_dir: Path,
+    dataset_name: str,
+    taxonomy: Taxonomy,
+    settings: Settings,
+    results: list[SampleResult],
+) -> None:
+    n = taxonomy.num_classes
+    (out_dir / "classes.txt").write_text("\n".join(taxonomy.classes) + "\n")
+    (out_dir / "palette.txt").write_text(
+        "\n".join(" ".join(map(str, c)) for c in taxonomy.palette) + "\n"
+    )
+    counts = {split: np.zeros(256, np.int64) for split in SPLITS}
+    for result in results:
+        counts[result.job.split] += result.pixel_counts
+    frequency = {}
+    for split, split_counts in counts.items():
+        labelled = int(split_counts[:n].sum())
+        frequency[split] = [
+            round(float(c) / labelled, 6) if labelled else 0.0 for c in split_counts[:n]
+        ]
+    info = {
+        "dataset_name": dataset_name,
+        "taxonomy": taxonomy.name,
+        "classes": list(taxonomy.classes),
+        "palette": [list(c) for c in taxonomy.palette],
+        "num_classes": n,
+        "ignore_index": taxonomy.ignore_index,
+        "image_size": settings.image_size,
+        "num_samples": {s: sum(r.job.split == s for r in results) for s in SPLITS},
+        "class_pixel_frequency": frequency,
+        "ignored_pixels": {s: int(counts[s][taxonomy.ignore_index]) for s in SPLITS},
+        "class_weights": class_weights(frequency["train"]),
+    }
+    lines = [
+        f"# Written by prepare_data.py from the FiftyOne dataset {dataset_name!r} with the "
+        f"{taxonomy.name!r} taxonomy.",
+        "# Configs read the classes, palette and class count from here; do not edit by hand.",
+        "# class_pixel_frequency: fraction of labelled pixels per class and split;",
+        "# class_weights: median-frequency balancing on train (rare genera weigh more).",
+    ]
+    lines += [
+        f"{key} = {pprint.pformat(value, width=100, compact=True, sort_dicts=False)}"
+        for key, value in info.items()
+    ]
+    lines.append("metainfo = dict(classes=classes, palette=palette)")
+    (out_dir / "dataset_info.py").write_text("\n".join(lines) + "\n")
+    with open(out_dir / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["sample_id", "source_filepath", "split", "image", "annotation", "width", "height",
+             "source_width", "source_height", "num_shapes"]
+        )  # fmt: skip
+        for r in results:
+            writer.writerow(
+                [r.job.sample_id, r.job.filepath, r.job.split, r.image_file, r.mask_file,
+                 *r.size, *r.source_size, len(r.job.shapes)]
+            )  # fmt: skip
+
+
+def _size_text(results: list[SampleResult]) -> str:
+    sizes = {r.size for r in results}
+    if len(sizes) == 1:
+        width, height = sizes.pop()
+        return f" ({width}x{height})"
+    return " (sizes vary)" if sizes else ""
+
+
+def _run_jobs(jobs, out_dir, settings, line_width, workers, skip_missing) -> list[SampleResult]:
+    results: list[SampleResult] = []
+    errors: list[str] = []
+    # spawn, not fork: the parent holds FiftyOne's MongoDB client threads
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for split in SPLITS:
+            split_jobs = [j for j in jobs if j.split == split]
+            log.info("Processing %s split: %d samples", split, len(split_jobs))
+            args = [(j, str(out_dir), settings.image_size, line_width) for j in split_jobs]
+            done = []
+            chunk = max(1, len(args) // (4 * workers))
+            for result in tqdm(
+                pool.map(_process, args, chunksize=chunk),
+                total=len(args),
+                desc=split,
+                unit="img",
+                disable=not split_jobs,
+            ):
+                if result.error:
+                    errors.append(result.error)
+                    log.error(result.error)
+                else:
+                    done.append(result)
+            log.info("Created %d semantic masks%s", len(done), _size_text(done))
+            results += done
+    if errors and not skip_missing:
+        raise PrepareError(
+            f"{len(errors)} sample(s) could not be read (listed above). Fix or remove them, "
+            "or pass --skip-missing to prepare the rest."
+        )
+    return results
+
+
+def prepare(
+    dataset_name: str,
+    settings: Settings,
+    overwrite: bool = False,
+    skip_unsplit: bool = False,
+    skip_missing: bool = False,
+    line_width: float = 3.0,
+) -> Path:
+    """Export `dataset_name` as an MMSegmentation dataset folder; returns its path."""
+    started = time.perf_counter()
+    target = Path(settings.data_root) / output_name(dataset_name)
+    if target.exists() and not overwrite:
+        raise PrepareError(f"{target} already exists; pass --overwrite to replace it.")
+    taxonomy = load_taxonomy(settings.taxonomy)
+    log.info("Loading FiftyOne dataset: %s", dataset_name)
+    dataset = load_fiftyone_dataset(dataset_name)
+    jobs = collect_jobs(dataset, settings, taxonomy, skip_unsplit)
+    per_split = Counter(j.split for j in jobs)
+    log.info("Found %d samples (%s)", len(jobs), ", ".join(f"{s}: {per_split[s]}" for s in SPLITS))
+    if not jobs:
+        raise PrepareError(f"Dataset {dataset_name!r} has no sample to prepare.")
+    log.info("Converting polylines to semantic masks (%s taxonomy)...", taxonomy.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    workers = settings.num_workers or os.cpu_count() or 1
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        for kind in ("images", "annotations"):
+            for split in SPLITS:
+                (staging / kind / split).mkdir(parents=True)
+        results = _run_jobs(jobs, staging, settings, line_width, workers, skip_missing)
+        write_metadata(staging, dataset_name, taxonomy, settings, results)
+        _replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    log.info("Dataset prepared at: %s (%d samples in %.1f s)", target, len(results), elapsed)
+    return target
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Move the finished folder into place; the old one goes only once the new one is there."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+    target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired)

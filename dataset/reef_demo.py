@@ -1,0 +1,189 @@
+"""The built-in reef example: a small, deterministic synthetic reef dataset in FiftyOne.
+
+Each image is a textured sandy substrate with a few coral "colonies". Every genus
+has its own colour and texture (branching stripes, polyp dots, radial septa, ...)
+so a small model can learn to tell them apart on a CPU in minutes, which is what
+the demo needs to show that training works. Labels are what CVAT exports:
+closed, filled `fo.Polyline`s in relative coordinates, labelled with the genus,
+and the samples carry `train` / `val` / `test` tags.
+
+    python -m dataset.reef_demo                 # creates `reef_demo_fo` if missing
+    python -m dataset.reef_demo --overwrite     # recreates it
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import settings
+
+DEMO_DATASET_NAME = "reef_demo_fo"
+SPLIT_CYCLE = ("train", "train", "train", "train", "val", "test")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenusLook:
+    color: tuple[int, int, int]  # RGB
+    texture: str
+
+
+# Genera of the fine taxonomy, each with a look distinct in colour and texture.
+GENUS_LOOKS: dict[str, GenusLook] = {
+    "Acropora": GenusLook((196, 160, 86), "stripes"),
+    "Porites": GenusLook((150, 96, 160), "cells"),
+    "Pocillopora": GenusLook((232, 128, 140), "dots"),
+    "Montipora": GenusLook((70, 120, 200), "smooth"),
+    "Fungia": GenusLook((222, 222, 150), "radial"),
+}
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray:
+    """Noise in [-1, 1] whose features are about `scale` pixels wide."""
+    cells = max(2, size // scale)
+    coarse = rng.uniform(-1.0, 1.0, (cells, cells)).astype(np.float32)
+    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC).clip(-1, 1)
+
+
+def _substrate(rng: np.random.Generator, size: int) -> np.ndarray:
+    base = np.array([128, 132, 118], np.float32)
+    light = 18 * _smooth_noise(rng, size, 64)[..., None]
+    grain = rng.normal(0, 9, (size, size, 1)).astype(np.float32)
+    return base + light + grain
+
+
+def _texture(look: GenusLook, rng: np.random.Generator, size: int, center) -> np.ndarray:
+    """Brightness modulation in about [-1, 1] over the whole image for one colony."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    if look.texture == "stripes":
+        angle = rng.uniform(0, math.pi)
+        return np.sin((xx * math.cos(angle) + yy * math.sin(angle)) / 2.2)
+    if look.texture == "cells":
+        return np.sin(xx / 2.5) * np.sin(yy / 2.5)
+    if look.texture == "dots":
+        return np.where(_smooth_noise(rng, size, 4) > 0.45, -1.0, 0.4).astype(np.float32)
+    if look.texture == "radial":
+        theta = np.arctan2(yy - center[1], xx - center[0])
+        return np.sin(theta * 28)
+    return 0.4 * _smooth_noise(rng, size, 24)
+
+
+def _colony_outline(rng: np.random.Generator, center, radius: float) -> np.ndarray:
+    """A closed, irregular, star-shaped outline (N, 2) in pixels."""
+    count = int(rng.integers(20, 36))
+    theta = np.linspace(0, 2 * math.pi, count, endpoint=False)
+    wobble = sum(
+        rng.uniform(-0.12, 0.12) * np.sin(k * theta + rng.uniform(0, 2 * math.pi))
+        for k in (2, 3, 5)
+    )
+    r = radius * (1.0 + wobble)
+    return np.stack([center[0] + r * np.cos(theta), center[1] + r * np.sin(theta)], axis=1)
+
+
+def _place_colonies(rng: np.random.Generator, size: int) -> list[tuple[tuple[float, float], float]]:
+    """Non-overlapping (center, radius) pairs; colonies may cross the image border."""
+    placed: list[tuple[tuple[float, float], float]] = []
+    wanted = int(rng.integers(2, 5))
+    for _ in range(200):
+        if len(placed) == wanted:
+            break
+        radius = float(rng.uniform(0.09, 0.2) * size)
+        center = (float(rng.uniform(0.05, 0.95) * size), float(rng.uniform(0.05, 0.95) * size))
+        if all(math.dist(center, c) > 1.3 * (radius + r) for c, r in placed):
+            placed.append((center, radius))
+    return placed
+
+
+def render_sample(index: int, size: int, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+    """One synthetic quadrat: an RGB uint8 image and its colonies (genus, relative outline)."""
+    rng = np.random.default_rng([seed, index])
+    image = _substrate(rng, size)
+    genera = list(GENUS_LOOKS)
+    colonies = []
+    for center, radius in _place_colonies(rng, size):
+        genus = genera[int(rng.integers(len(genera)))]
+        look = GENUS_LOOKS[genus]
+        outline = _colony_outline(rng, center, radius)
+        mask = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(mask, [np.round(outline).astype(np.int32)], 1)
+        shade = 1.0 + 0.22 * _texture(look, rng, size, center)[..., None]
+        colour = np.array(look.color, np.float32) * shade + rng.normal(0, 5, (size, size, 1))
+        image = np.where(mask[..., None] > 0, colour, image)
+        relative = np.clip(outline / size, 0.0, 1.0)
+        colonies.append({"label": genus, "points": [tuple(map(float, p)) for p in relative]})
+    return np.clip(image, 0, 255).astype(np.uint8), colonies
+
+
+def create_reef_demo(
+    name: str = DEMO_DATASET_NAME,
+    num_samples: int = 24,
+    image_size: int = 256,
+    image_dir: str | Path | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+):
+    """Create (or return, if it exists) the synthetic reef dataset in FiftyOne.
+
+    Sample i goes to split SPLIT_CYCLE[i % 6] (train:val:test = 4:1:1). The
+    dataset is persistent, so it stays in FiftyOne's database after the process ends.
+    """
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        if not overwrite:
+            dataset = fo.load_dataset(name)
+            log.info("FiftyOne dataset %s exists (%d samples); reusing it", name, len(dataset))
+            return dataset
+        fo.delete_dataset(name)
+    image_dir = Path(image_dir or settings.load_settings().demo_dir / "images").resolve()
+    image_dir.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for index in range(num_samples):
+        image, colonies = render_sample(index, image_size, seed)
+        path = image_dir / f"reef_{index:03d}.jpg"
+        cv2.imwrite(
+            str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
+        )
+        polylines = [
+            fo.Polyline(label=c["label"], points=[c["points"]], closed=True, filled=True)
+            for c in colonies
+        ]
+        samples.append(
+            fo.Sample(
+                filepath=str(path),
+                tags=[SPLIT_CYCLE[index % len(SPLIT_CYCLE)]],
+                polylines=fo.Polylines(polylines=polylines),
+            )
+        )
+    dataset = fo.Dataset(name)
+    dataset.add_samples(samples, progress=False)
+    dataset.persistent = True
+    log.info("Created FiftyOne dataset %s: %d samples, images in %s", name, len(dataset), image_dir)
+    return dataset
+
+
+def main(
+    name: str = DEMO_DATASET_NAME,
+    num_samples: int = 24,
+    image_size: int = 256,
+    image_dir: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Create the built-in synthetic reef dataset `reef_demo_fo` in FiftyOne."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    dataset = create_reef_demo(name, num_samples, image_size, image_dir, overwrite=overwrite)
+    counts = dataset.count_sample_tags()
+    print(f"FiftyOne dataset {name}: {len(dataset)} samples, tags {dict(sorted(counts.items()))}")
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)

@@ -1,0 +1,9 @@
+"""Model code registered in MMSegmentation's registry.
+
+Importing this package first installs the `mmcv.ops` stand-in (see
+mmcv_ops_compat), so it must be imported before mmseg's models are.
+"""
+
+from .mmcv_ops_compat import install as _install_mmcv_ops
+
+MMCV_OPS_SHIM_INSTALLED = _install_mmcv_ops()
