@@ -283,21 +283,22 @@ def _run_jobs(jobs, out_dir, settings, line_width, workers, skip_missing) -> lis
     results: list[SampleResult] = []
     errors: list[str] = []
     # spawn, not fork: the parent holds FiftyOne's MongoDB client threads
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = (
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        if workers > 1
+        else None
+    )
+    try:
         for split in SPLITS:
             split_jobs = [j for j in jobs if j.split == split]
             log.info("Processing %s split: %d samples", split, len(split_jobs))
             args = [(j, str(out_dir), settings.image_size, line_width) for j in split_jobs]
+            if pool is None:
+                mapped = map(_process, args)
+            else:
+                mapped = pool.map(_process, args, chunksize=max(1, len(args) // (4 * workers)))
             done = []
-            chunk = max(1, len(args) // (4 * workers))
-            for result in tqdm(
-                pool.map(_process, args, chunksize=chunk),
-                total=len(args),
-                desc=split,
-                unit="img",
-                disable=not split_jobs,
-            ):
+            for result in tqdm(mapped, total=len(args), desc=split, unit="img", disable=not args):
                 if result.error:
                     errors.append(result.error)
                     log.error(result.error)
@@ -305,6 +306,9 @@ def _run_jobs(jobs, out_dir, settings, line_width, workers, skip_missing) -> lis
                     done.append(result)
             log.info("Created %d semantic masks%s", len(done), _size_text(done))
             results += done
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if errors and not skip_missing:
         raise PrepareError(
             f"{len(errors)} sample(s) could not be read (listed above). Fix or remove them, "

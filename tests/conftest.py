@@ -21,6 +21,9 @@ for _name in [n for n in os.environ if n.startswith("CORAL_") and n != "CORAL_EN
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# The mmcv.ops stand-in must be in place before any test imports mmseg.
+import models  # noqa: E402, F401
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
