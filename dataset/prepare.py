@@ -154,12 +154,28 @@ def _unique_stems(jobs: list[SampleJob]) -> None:
             job.stem = f"{job.stem}_{job.sample_id}"
 
 
+def _raw_values(dataset, path: str) -> list:
+    """values(path) without FiftyOne's per-point conversion, 6x faster on polygon points.
+
+    `_raw` is a private flag of FiftyOne's values(); without it, the public path runs.
+    """
+    try:
+        return dataset.values(path, _raw=True)
+    except TypeError:
+        return dataset.values(path)
+
+
 def collect_jobs(
     dataset, settings: Settings, taxonomy: Taxonomy, skip_unsplit: bool
 ) -> list[SampleJob]:
     field_name = settings.polylines_field
     _check_field(dataset, field_name)
-    ids, paths, tags, labels = dataset.values(["id", "filepath", "tags", f"{field_name}.polylines"])
+    # Plain per-attribute lists: building fo.Polyline documents costs ~50 ms a sample.
+    prefix = f"{field_name}.polylines"
+    ids, paths, tags, labels, closed, filled = dataset.values(
+        ["id", "filepath", "tags", f"{prefix}.label", f"{prefix}.closed", f"{prefix}.filled"]
+    )
+    points = _raw_values(dataset, f"{prefix}.points")
     unsplit = [(i, p, t) for i, p, t in zip(ids, paths, tags, strict=True) if split_of(t) is None]
     if unsplit:
         listing = "\n".join(f"  {i}  {p}  tags={t}" for i, p, t in unsplit)
@@ -169,25 +185,21 @@ def collect_jobs(
                 message + "\nTag each with exactly one split, or pass --skip-unsplit."
             )
         log.warning("%s\nSkipping them (--skip-unsplit).", message)
-    label_counts = Counter(
-        p.label for polylines in labels for p in (polylines or []) if p.label is not None
-    )
-    unlabelled = sum(1 for polylines in labels for p in (polylines or []) if p.label is None)
-    if unlabelled:
-        label_counts[""] = unlabelled
+    kept = [i for i, sample_tags in enumerate(tags) if split_of(sample_tags) is not None]
+    # a polyline without a label counts as the unknown label ""
+    label_counts = Counter(label or "" for i in kept for label in labels[i] or [])
     class_of = taxonomy.resolve(label_counts, unknown=settings.unknown_labels)
     jobs = []
-    for sample_id, path, sample_tags, polylines in zip(ids, paths, tags, labels, strict=True):
-        split = split_of(sample_tags)
-        if split is None:
-            continue
+    for i in kept:
         shapes = [
-            Shape(class_of[p.label or ""], shape, bool(p.closed or p.filled))
-            for p in (polylines or [])
-            for shape in p.points
+            Shape(class_of[label or ""], shape, bool(is_closed or is_filled))
+            for label, shape_list, is_closed, is_filled in zip(
+                labels[i] or [], points[i] or [], closed[i] or [], filled[i] or [], strict=True
+            )
+            for shape in shape_list or []
             if shape
         ]
-        jobs.append(SampleJob(sample_id, path, split, Path(path).stem, shapes))
+        jobs.append(SampleJob(ids[i], paths[i], split_of(tags[i]), Path(paths[i]).stem, shapes))
     _unique_stems(jobs)
     return jobs
 

@@ -1,0 +1,18 @@
+"""Benchmarks stay runnable: each runs here in its smallest setting."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+def test_prepare_bench_smallest_setting(fiftyone, capsys):
+    import prepare_bench
+
+    result = prepare_bench.main(
+        num_samples=3, image_size=96, colonies=3, vertices=12, num_workers=1
+    )
+    for mode in ("copy", "resize"):
+        assert result[mode]["images_per_s"] > 0
+    assert result["resize"]["output_px"] == 48
+    assert '"benchmark": "prepare_data"' in capsys.readouterr().out
