@@ -1,9 +1,14 @@
 """Model code registered in MMSegmentation's registry.
 
 Importing this package first installs the `mmcv.ops` stand-in (see
-mmcv_ops_compat), so it must be imported before mmseg's models are.
+mmcv_ops_compat), so it must be imported before mmseg's models are; configs pull
+it in with `custom_imports = dict(imports=['models'])`.
 """
 
 from .mmcv_ops_compat import install as _install_mmcv_ops
 
 MMCV_OPS_SHIM_INSTALLED = _install_mmcv_ops()
+
+from .dinov2 import DINOv2  # noqa: E402
+
+__all__ = ["DINOv2", "MMCV_OPS_SHIM_INSTALLED"]
