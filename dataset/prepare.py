@@ -68,9 +68,14 @@ class SampleResult:
     error: str = ""
 
 
-def output_name(dataset_name: str) -> str:
-    """The guide's folder name: the FiftyOne dataset name without its `_fo` suffix."""
-    return dataset_name[: -len("_fo")] if dataset_name.endswith("_fo") else dataset_name
+def output_name(dataset_name: str, taxonomy: str = "fine") -> str:
+    """The guide's folder name: the FiftyOne dataset name without its `_fo` suffix.
+
+    Another taxonomy than the fine one adds its name (criobe_finegrained_coarse), so
+    one FiftyOne dataset can be prepared at both levels side by side.
+    """
+    name = dataset_name[: -len("_fo")] if dataset_name.endswith("_fo") else dataset_name
+    return name if taxonomy == "fine" else f"{name}_{taxonomy}"
 
 
 def output_size(width: int, height: int, longest_side: int) -> tuple[int, int]:
@@ -339,10 +344,10 @@ def prepare(
 ) -> Path:
     """Export `dataset_name` as an MMSegmentation dataset folder; returns its path."""
     started = time.perf_counter()
-    target = Path(settings.data_root) / output_name(dataset_name)
+    taxonomy = load_taxonomy(settings.taxonomy)
+    target = Path(settings.data_root) / output_name(dataset_name, taxonomy.name)
     if target.exists() and not overwrite:
         raise PrepareError(f"{target} already exists; pass --overwrite to replace it.")
-    taxonomy = load_taxonomy(settings.taxonomy)
     log.info("Loading FiftyOne dataset: %s", dataset_name)
     dataset = load_fiftyone_dataset(dataset_name)
     jobs = collect_jobs(dataset, settings, taxonomy, skip_unsplit)

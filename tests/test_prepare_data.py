@@ -92,6 +92,7 @@ def centres_inside(points_rel, width, height) -> np.ndarray:
 def test_output_name_drops_the_fo_suffix():
     assert output_name("criobe_finegrained_fo") == "criobe_finegrained"
     assert output_name("reefs") == "reefs"
+    assert output_name("criobe_finegrained_fo", "coarse") == "criobe_finegrained_coarse"
 
 
 def test_square_triangle_border_and_open_line_pixel_for_pixel(make_dataset, settings_for):
@@ -230,6 +231,7 @@ def test_coarse_taxonomy_maps_genera_to_families(make_dataset, settings_for):
         ]
     )
     out = prepare(name, settings_for(taxonomy="coarse"))
+    assert out.name == name.removesuffix("_fo") + "_coarse"
     coarse = load_taxonomy("coarse")
     mask = read_mask(out, "train", f"{name}_00")
     assert set(np.unique(mask)) == {0, coarse.classes.index("Acroporidae")}
