@@ -2,8 +2,10 @@
 default_scope = "mmseg"
 # `models` registers the DINOv2 backbone, the patch-aligned segmentor and the
 # layer-decay optimizer (and installs the mmcv.ops stand-in before mmseg's models);
-# `dataset.mmseg_dataset` registers CoralDataset.
-custom_imports = dict(imports=["models", "dataset.mmseg_dataset"], allow_failed_imports=False)
+# `dataset.mmseg_dataset` registers CoralDataset; `engine` the metric, hooks and runner.
+custom_imports = dict(
+    imports=["models", "dataset.mmseg_dataset", "engine"], allow_failed_imports=False
+)
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

@@ -68,5 +68,5 @@ test_dataloader = dict(
     sampler=dict(type="DefaultSampler", shuffle=False),
     dataset=_split("test", test_pipeline),
 )
-val_evaluator = dict(type="IoUMetric", iou_metrics=["mIoU"])
+val_evaluator = dict(type="CoralSegMetric")  # per-class IoU/Acc, mIoU, confusion matrix
 test_evaluator = val_evaluator

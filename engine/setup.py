@@ -1,0 +1,88 @@
+"""Turn a config and the command line into a runnable mmengine config, and check the data first."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+
+from dataset.info import INFO_FILE, read_dataset_info
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+class DataConfigError(ValueError):
+    """The config and the prepared data disagree; the message names the file to fix."""
+
+
+def load_config(config: str, cfg_options: dict | None = None) -> Config:
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"Config {config} does not exist")
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def default_work_dir(config: str) -> str:
+    return os.path.join("work_dirs", Path(config).stem)
+
+
+def check_data(cfg: Config, config: str, loaders: tuple[str, ...]) -> None:
+    """Stop before any work when data_root, a split or the class count is wrong."""
+    for loader in loaders:
+        dataset = cfg[loader]["dataset"]
+        root = Path(dataset["data_root"])
+        if not root.is_dir():
+            raise DataConfigError(
+                f"data_root '{root}' ({loader} in {config}) does not exist. Prepare the dataset "
+                f"first (python prepare_data.py <fiftyone dataset>) or fix data_root in {config}."
+            )
+        images = root / dataset["data_prefix"]["img_path"]
+        if not images.is_dir() or not any(
+            p.suffix.lower() in IMAGE_SUFFIXES for p in images.iterdir()
+        ):
+            raise DataConfigError(
+                f"The {loader.split('_')[0]} split is empty: no image in {images}. Tag samples "
+                f"with that split in FiftyOne and run prepare_data.py again, or point {config} "
+                "at another data_root."
+            )
+        info_file = root / INFO_FILE
+        if not info_file.is_file():
+            continue
+        expected = read_dataset_info(info_file).get("num_classes")
+        configured = cfg.model.decode_head.num_classes
+        if expected is not None and expected != configured:
+            raise DataConfigError(
+                f"{config} sets decode_head.num_classes={configured}, but the dataset in {root} "
+                f"has {expected} classes ({info_file}). Take the class count from dataset_info "
+                "as configs/dinov2_vitb14_coralsegv4_ms_config_segformer.py does, or prepare the "
+                "data with the taxonomy the config expects."
+            )
+
+
+def set_launcher(cfg: Config, launcher: str) -> None:
+    cfg.launcher = launcher
+    if launcher != "none":
+        # NCCL needs GPUs; CPU processes talk over gloo.
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = backend
+
+
+def enable_amp(cfg: Config) -> str:
+    """bf16 where the GPU supports it, else fp16; returns what was chosen."""
+    if not torch.cuda.is_available():
+        return "ignored: no CUDA GPU, training in fp32"
+    dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    cfg.optim_wrapper.type = "AmpOptimWrapper"
+    cfg.optim_wrapper.dtype = dtype
+    if dtype == "float16":
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    return dtype
+
+
+def add_hook(cfg: Config, hook: dict) -> None:
+    hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") != hook["type"]]
+    cfg.custom_hooks = [*hooks, hook]

@@ -1,0 +1,99 @@
+"""Train a segmentation model with MMSegmentation's Runner.
+
+    python train.py configs/dinov2_vitb14_coralsegv4_ms_config_segformer.py \
+        --work-dir work_dirs/criobe_finegrained_dinov2_segformer [--amp] [--resume]
+    torchrun --nproc_per_node 4 train.py CONFIG --launcher pytorch
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from mmengine.config import DictAction
+
+import engine  # noqa: F401  (registers the runner, metric and hooks; safe checkpoint loading)
+from engine import CoralRunner
+from engine.checkpoint import UnsafeCheckpointError
+from engine.runner import ConfigMismatchError
+from engine.setup import (
+    DataConfigError,
+    add_hook,
+    check_data,
+    default_work_dir,
+    enable_amp,
+    load_config,
+    set_launcher,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "config", help="config file, e.g. configs/dinov2_vitb14_coralsegv4_ms_config_segformer.py"
+    )
+    parser.add_argument(
+        "--work-dir", help="where checkpoints and logs go (default: work_dirs/<config name>)"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        metavar="CHECKPOINT",
+        help="resume the latest checkpoint of the work dir, or the one given",
+    )
+    parser.add_argument(
+        "--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16)"
+    )
+    parser.add_argument(
+        "--load-from",
+        metavar="CHECKPOINT",
+        help="start from these weights (e.g. the coarse model); "
+        "a head with another class count is re-initialised",
+    )
+    parser.add_argument(
+        "--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value ..."
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = logging.getLogger("coral")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.work_dir = args.work_dir or default_work_dir(args.config)
+    set_launcher(cfg, args.launcher)
+    try:
+        check_data(cfg, args.config, ("train_dataloader", "val_dataloader"))
+    except DataConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    if args.amp:
+        log.info("--amp: %s", enable_amp(cfg))
+    if args.load_from:
+        cfg.load_from = args.load_from
+        cfg.load_from_partial = True
+    if args.resume:
+        cfg.resume = True
+        cfg.load_from = None if args.resume == "auto" else args.resume
+    add_hook(cfg, dict(type="BestCheckpointLinkHook"))
+    runner = CoralRunner.from_cfg(cfg)
+    try:
+        runner.train()
+    except (ConfigMismatchError, UnsafeCheckpointError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 1
+    if runner.rank == 0:
+        print(f"\nTraining finished. Work dir: {cfg.work_dir} (checkpoints, best_mIoU.pth, "
+              f"config copy, logs)\nTensorBoard: tensorboard --logdir {cfg.work_dir}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
