@@ -63,12 +63,42 @@ def check_data(cfg: Config, config: str, loaders: tuple[str, ...]) -> None:
             )
 
 
+def _sync_bn_to_bn(node):
+    if isinstance(node, dict):
+        if node.get("type") == "SyncBN":
+            node["type"] = "BN"
+        for value in node.values():
+            _sync_bn_to_bn(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            _sync_bn_to_bn(value)
+
+
 def set_launcher(cfg: Config, launcher: str) -> None:
+    """Distributed set-up: NCCL on GPUs (mmengine's own path); gloo on CPU.
+
+    mmengine assumes a GPU per process (it calls torch.cuda.set_device and gives DDP
+    device ids), so for CPU processes started by torchrun the process group is
+    created here, DDP gets no device ids and SyncBN (CUDA only) becomes BN.
+    """
     cfg.launcher = launcher
-    if launcher != "none":
-        # NCCL needs GPUs; CPU processes talk over gloo.
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = backend
+    if launcher == "none":
+        return
+    if torch.cuda.is_available():
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "nccl"
+        return
+    if launcher != "pytorch":
+        raise DataConfigError(
+            f"--launcher {launcher} needs GPUs; on CPU use torchrun with --launcher pytorch"
+        )
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    cfg.model_wrapper_cfg = dict(
+        type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False
+    )
+    _sync_bn_to_bn(cfg.model)
 
 
 def enable_amp(cfg: Config) -> str:
