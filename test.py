@@ -19,8 +19,8 @@ from mmengine.config import DictAction
 
 import engine  # noqa: F401  (registers the runner, metric and hooks; safe checkpoint loading)
 from engine import CoralRunner
-from engine.checkpoint import UnsafeCheckpointError
 from engine.setup import DataConfigError, add_hook, check_data, load_config, set_launcher
+from models.safe_checkpoint import UnsafeCheckpointError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,7 +15,6 @@ from mmengine.config import DictAction
 
 import engine  # noqa: F401  (registers the runner, metric and hooks; safe checkpoint loading)
 from engine import CoralRunner
-from engine.checkpoint import UnsafeCheckpointError
 from engine.runner import ConfigMismatchError
 from engine.setup import (
     DataConfigError,
@@ -26,6 +25,7 @@ from engine.setup import (
     load_config,
     set_launcher,
 )
+from models.safe_checkpoint import UnsafeCheckpointError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,10 +6,11 @@ mmseg's registries and routes mmengine's checkpoint loading through
 """
 
 import models  # noqa: F401  (the mmcv.ops stand-in comes before mmseg's models)
+from models import safe_checkpoint
 
-from . import checkpoint, hooks, metrics  # noqa: F401
+from . import hooks, metrics  # noqa: F401
 from .runner import CoralRunner
 
-checkpoint.register()
+safe_checkpoint.register()
 
 __all__ = ["CoralRunner"]

@@ -10,6 +10,8 @@ import numpy as np
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
+from dataset.visualize import overlay
+
 BEST_LINK = "best_mIoU.pth"
 
 
@@ -35,18 +37,6 @@ class BestCheckpointLinkHook(Hook):
         temporary.unlink(missing_ok=True)
         temporary.symlink_to(os.path.basename(best))
         temporary.replace(link)  # atomic: never a moment without a best link
-
-
-def colorize(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Class map -> RGB image; the ignore index (and any unknown index) is white."""
-    lut = np.full((256, 3), 255, np.uint8)
-    lut[: len(palette)] = palette
-    return lut[classes]
-
-
-def overlay(image_rgb: np.ndarray, classes: np.ndarray, palette: np.ndarray, alpha: float = 0.5):
-    blended = image_rgb.astype(np.float32) * (1 - alpha) + colorize(classes, palette) * alpha
-    return np.where((classes == 0)[..., None], image_rgb, blended.astype(np.uint8))
 
 
 @HOOKS.register_module()

@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
 
-from .checkpoint import load_weights, safe_load
+from models.safe_checkpoint import load_weights, safe_load
 
 
 class ConfigMismatchError(ValueError):

@@ -149,7 +149,7 @@ def test_load_weights_keeps_the_backbone_and_leaves_the_new_head_fresh(prepared,
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    from engine.checkpoint import load_weights
+    from models.safe_checkpoint import load_weights
 
     init_default_scope("mmseg")
     model = MODELS.build(Config.fromfile(prepared["configs"]["coarse"]).model)

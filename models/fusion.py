@@ -1,0 +1,132 @@
+"""Fusing the two stages: semantic class probabilities + instance masks -> labelled instances.
+
+The rule (README "Two-stage inference" states the same):
+1. Per pixel, the best class probability p and its class c. Pixels with
+   p < min_threshold count for no class.
+2. Each SAM mask takes the class with the highest mean probability over its
+   counted pixels; that mean is its confidence. A mask whose class is background,
+   or that has no counted pixel, is dropped (the semantic model sees no coral there).
+3. A confidence under unsure_threshold keeps the instance but marks it unsure.
+4. Pixels of a coral class that no kept SAM mask covers are not lost: each
+   connected component (8-connectivity) of such pixels becomes an instance of that
+   class (source "semantic"), with the mean probability of the class as confidence.
+5. Instances smaller than min_area pixels are dropped; then mask NMS: by
+   decreasing confidence, an instance whose mask IoU with an already kept one
+   exceeds nms_threshold is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+
+@dataclass
+class Instance:
+    mask: np.ndarray  # (H, W) bool
+    label: int  # class index in the taxonomy (>= 1)
+    score: float  # mean probability of `label` inside the mask
+    unsure: bool
+    source: str  # "sam" or "semantic"
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """Inclusive (x0, y0, x1, y1)."""
+        rows, cols = np.any(self.mask, 1), np.any(self.mask, 0)
+        y0, y1 = np.flatnonzero(rows)[[0, -1]]
+        x0, x1 = np.flatnonzero(cols)[[0, -1]]
+        return int(x0), int(y0), int(x1), int(y1)
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    min_threshold: float = 0.05
+    unsure_threshold: float = 0.2
+    nms_threshold: float = 0.5
+    min_area: int = 100
+
+
+def _mean_probabilities(
+    probs: torch.Tensor, masks: torch.Tensor, chunk: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) mean probability per mask over its counted pixels, and (N,) counted pixel counts."""
+    classes = probs.shape[0]
+    flat = probs.reshape(classes, -1).T  # (HW, C)
+    sums, counts = [], []
+    for start in range(0, len(masks), chunk):
+        weights = masks[start : start + chunk].reshape(-1, flat.shape[0]).to(flat.dtype)
+        sums.append(weights @ flat)
+        counts.append(weights.sum(1))
+    if not sums:
+        return torch.zeros((0, classes)), torch.zeros(0)
+    total, count = torch.cat(sums), torch.cat(counts)
+    return total / count.clamp(min=1)[:, None], count
+
+
+def mask_nms(instances: list[Instance], threshold: float) -> list[Instance]:
+    """Greedy NMS on mask IoU, highest confidence first; overlap is measured inside box overlaps."""
+    kept: list[tuple[Instance, tuple[int, int, int, int], int]] = []
+    for inst in sorted(instances, key=lambda i: -i.score):
+        box, area = inst.box, inst.area
+        duplicate = False
+        for other, obox, oarea in kept:
+            x0, y0 = max(box[0], obox[0]), max(box[1], obox[1])
+            x1, y1 = min(box[2], obox[2]), min(box[3], obox[3])
+            if x0 > x1 or y0 > y1:
+                continue
+            inter = int(np.logical_and(inst.mask[y0 : y1 + 1, x0 : x1 + 1],
+                                       other.mask[y0 : y1 + 1, x0 : x1 + 1]).sum())  # fmt: skip
+            if inter / (area + oarea - inter) > threshold:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append((inst, box, area))
+    return [inst for inst, _, _ in kept]
+
+
+def fuse(probs: torch.Tensor, sam_masks: torch.Tensor, settings: FusionSettings) -> list[Instance]:
+    """probs: (C, H, W) softmax of the semantic model; sam_masks: (N, H, W) bool, same device."""
+    best_prob, best_class = probs.max(0)
+    counted = best_prob >= settings.min_threshold
+    probs = probs * counted  # uncounted pixels add nothing to any class
+    masks = sam_masks & counted
+    means, count = _mean_probabilities(probs.float(), masks)
+    instances: list[Instance] = []
+    covered = torch.zeros_like(counted)
+    if len(masks):
+        score, label = means.max(1)
+        keep = torch.flatnonzero((label > 0) & (count > 0))
+        covered = sam_masks[keep].any(0) if len(keep) else covered
+        # one host copy for all kept masks
+        kept_masks, scores, labels = (
+            t.cpu().numpy() for t in (sam_masks[keep], score[keep], label[keep])
+        )
+        for mask, confidence, cls in zip(kept_masks, scores.tolist(), labels.tolist(), strict=True):
+            unsure = confidence < settings.unsure_threshold
+            instances.append(Instance(mask, int(cls), confidence, unsure, "sam"))
+    leftover = ((best_class > 0) & counted & ~covered).cpu().numpy()
+    class_map = best_class.cpu().numpy()
+    probs_np = None
+    for cls in np.unique(class_map[leftover]):
+        count_, components = cv2.connectedComponents(
+            (leftover & (class_map == cls)).astype(np.uint8), connectivity=8
+        )
+        for component in range(1, count_):
+            mask = components == component
+            if mask.sum() < settings.min_area:
+                continue
+            if probs_np is None:
+                probs_np = probs.float().cpu().numpy()
+            score = float(probs_np[cls][mask].mean())
+            instances.append(
+                Instance(mask, int(cls), score, score < settings.unsure_threshold, "semantic")
+            )
+    instances = [inst for inst in instances if inst.area >= settings.min_area]
+    return mask_nms(instances, settings.nms_threshold)

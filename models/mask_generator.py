@@ -1,0 +1,226 @@
+"""Automatic instance proposals from (CoralSCoP-)SAM, kept on the device.
+
+The same algorithm as segment-anything's SamAutomaticMaskGenerator (a grid of
+point prompts over the image and over overlapping crops, filtered by predicted
+IoU and stability, de-duplicated by box NMS), built from segment-anything's own
+utilities, with three changes:
+- masks, scores and filtering stay on the device for the whole image: no
+  run-length encoding per batch, no host copy per mask; NMS is torchvision's on
+  the device; masks are upsampled only once they passed the cheap filters;
+- CoralSCoP's category head drops masks it calls background (when the model has one);
+- masks come back as one boolean tensor (one host copy per image when needed).
+Small-region clean-up (`min_mask_region_area`) works on each mask's box, the
+only part that can change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+from segment_anything.utils.amg import (
+    batched_mask_to_box,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    remove_small_regions,
+    uncrop_boxes_xyxy,
+)
+from torchvision.ops import batched_nms, box_area
+
+
+@dataclass
+class GeneratorSettings:
+    """Defaults are CoralSCoP's (single-mask output, its thresholds)."""
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.72
+    stability_score_thresh: float = 0.62
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 1
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 2
+    min_mask_region_area: int = 100
+    multimask_output: bool = False
+
+
+@dataclass
+class Proposals:
+    """Instance proposals of one image; tensors on the generator's device."""
+
+    masks: torch.Tensor  # (N, H, W) bool
+    boxes: torch.Tensor  # (N, 4) xyxy, image pixels
+    iou_preds: torch.Tensor  # (N,)
+    stability: torch.Tensor  # (N,)
+    coral_prob: torch.Tensor  # (N,) 1.0 where the model has no category head
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def select(self, keep: torch.Tensor) -> Proposals:
+        return Proposals(self.masks[keep], self.boxes[keep], self.iou_preds[keep],
+                         self.stability[keep], self.coral_prob[keep])  # fmt: skip
+
+
+def _cat(parts: list[Proposals], height: int, width: int, device) -> Proposals:
+    if not parts:
+        empty = torch.zeros(0, device=device)
+        return Proposals(torch.zeros((0, height, width), dtype=torch.bool, device=device),
+                         torch.zeros((0, 4), device=device), empty, empty, empty)  # fmt: skip
+    return Proposals(*(torch.cat([getattr(p, name) for p in parts]) for name in
+                       ("masks", "boxes", "iou_preds", "stability", "coral_prob")))  # fmt: skip
+
+
+class CoralMaskGenerator:
+    def __init__(
+        self, sam: Sam, use_category: bool = True, settings: GeneratorSettings | None = None
+    ):
+        self.sam = sam
+        self.use_category = use_category and hasattr(sam.mask_decoder, "predict_with_category")
+        self.settings = settings or GeneratorSettings()
+        self.predictor = SamPredictor(sam)
+        s = self.settings
+        self.point_grids = build_all_layer_point_grids(
+            s.points_per_side, s.crop_n_layers, s.crop_n_points_downscale_factor
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    @torch.inference_mode()
+    def generate(self, image: np.ndarray) -> Proposals:
+        """Proposals for an RGB uint8 image (H, W, 3)."""
+        s = self.settings
+        height, width = image.shape[:2]
+        crop_boxes, layers = generate_crop_boxes(
+            (height, width), s.crop_n_layers, s.crop_overlap_ratio
+        )
+        parts, crop_of = [], []
+        for crop_box, layer in zip(crop_boxes, layers, strict=True):
+            found = self._process_crop(image, crop_box, layer)
+            parts.append(found)
+            crop_of += [crop_box] * len(found)
+        proposals = _cat(parts, height, width, self.device)
+        if len(crop_boxes) > 1 and len(proposals):
+            # prefer masks from smaller crops, as segment-anything does
+            crop_tensor = torch.tensor(crop_of, dtype=torch.float32, device=self.device)
+            keep = batched_nms(proposals.boxes.float(), 1.0 / box_area(crop_tensor),
+                               torch.zeros(len(proposals), device=self.device),
+                               iou_threshold=s.crop_nms_thresh)  # fmt: skip
+            proposals = proposals.select(keep)
+        if s.min_mask_region_area > 0 and len(proposals):
+            proposals = self._remove_small_regions(proposals)
+        return proposals
+
+    def _decode(self, points: torch.Tensor):
+        sam, s = self.sam, self.settings
+        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
+        sparse, dense = sam.prompt_encoder(
+            points=(points[:, None, :], labels), boxes=None, masks=None
+        )
+        args = (
+            self.predictor.features,
+            sam.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            s.multimask_output,
+        )
+        if self.use_category:
+            low_res, iou, category = sam.mask_decoder.predict_with_category(*args)
+            coral = category.float().softmax(-1)[..., 1]
+        else:
+            low_res, iou = sam.mask_decoder(*args)
+            coral = torch.ones_like(iou)
+        return low_res.flatten(0, 1), iou.flatten(0, 1), coral.flatten(0, 1)
+
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int) -> Proposals:
+        s = self.settings
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1]
+        crop_h, crop_w = crop.shape[:2]
+        self.predictor.set_image(crop)
+        grid = self.point_grids[layer] * np.array([[crop_w, crop_h]])
+        points = torch.as_tensor(
+            self.predictor.transform.apply_coords(grid, (crop_h, crop_w)), device=self.device
+        ).float()
+        found = []
+        for start in range(0, len(points), s.points_per_batch):
+            low_res, iou, coral = self._decode(points[start : start + s.points_per_batch])
+            keep = iou > s.pred_iou_thresh
+            if self.use_category:
+                keep &= coral > 0.5  # argmax of (background, coral) is coral
+            if not keep.any():
+                continue
+            low_res, iou, coral = low_res[keep], iou[keep], coral[keep]
+            logits = self.sam.postprocess_masks(
+                low_res[:, None], self.predictor.input_size, self.predictor.original_size
+            )[:, 0]
+            stability = calculate_stability_score(
+                logits, self.sam.mask_threshold, s.stability_score_offset
+            )
+            keep = stability >= s.stability_score_thresh
+            masks = logits[keep] > self.sam.mask_threshold
+            boxes = batched_mask_to_box(masks)
+            keep_box = ~is_box_near_crop_edge(
+                boxes, crop_box, [0, 0, image.shape[1], image.shape[0]]
+            )
+            found.append(Proposals(masks[keep_box], boxes[keep_box], iou[keep][keep_box],
+                                   stability[keep][keep_box], coral[keep][keep_box]))  # fmt: skip
+        self.predictor.reset_image()
+        crop_found = _cat(found, crop_h, crop_w, self.device)
+        if len(crop_found):
+            keep = batched_nms(crop_found.boxes.float(), crop_found.iou_preds,
+                               torch.zeros(len(crop_found), device=self.device),
+                               iou_threshold=s.box_nms_thresh)  # fmt: skip
+            crop_found = crop_found.select(keep)
+        return self._uncrop(crop_found, crop_box, image.shape[0], image.shape[1])
+
+    def _uncrop(self, found: Proposals, crop_box: list[int], height: int, width: int) -> Proposals:
+        x0, y0, x1, y1 = crop_box
+        if (x0, y0, x1, y1) == (0, 0, width, height):
+            return found
+        masks = torch.zeros((len(found), height, width), dtype=torch.bool, device=self.device)
+        masks[:, y0:y1, x0:x1] = found.masks
+        return Proposals(masks, uncrop_boxes_xyxy(found.boxes, crop_box), found.iou_preds,
+                         found.stability, found.coral_prob)  # fmt: skip
+
+    def _remove_small_regions(self, proposals: Proposals) -> Proposals:
+        """segment-anything's clean-up (fill small holes, drop small islands, then box NMS),
+        each mask processed inside its box plus a one-pixel border, in one host round trip."""
+        area = self.settings.min_mask_region_area
+        masks = proposals.masks.cpu().numpy()
+        height, width = masks.shape[1:]
+        boxes = proposals.boxes.cpu().numpy().astype(int)
+        changed_scores = []
+        for index, (mask, (bx0, by0, bx1, by1)) in enumerate(zip(masks, boxes, strict=True)):
+            xa, ya, xb, yb = (
+                max(bx0 - 1, 0),
+                max(by0 - 1, 0),
+                min(bx1 + 2, width),
+                min(by1 + 2, height),
+            )
+            window = mask[ya:yb, xa:xb]
+            window, holes_changed = remove_small_regions(window, area, mode="holes")
+            window, islands_changed = remove_small_regions(window, area, mode="islands")
+            masks[index, ya:yb, xa:xb] = window
+            changed_scores.append(0.0 if (holes_changed or islands_changed) else 1.0)
+        cleaned = torch.from_numpy(masks).to(self.device)
+        boxes_t = batched_mask_to_box(cleaned)
+        scores = torch.tensor(changed_scores, device=self.device)
+        keep = batched_nms(boxes_t.float(), scores, torch.zeros(len(scores), device=self.device),
+                           iou_threshold=self.settings.box_nms_thresh)  # fmt: skip
+        result = Proposals(
+            cleaned, boxes_t, proposals.iou_preds, proposals.stability, proposals.coral_prob
+        )
+        nonempty = result.masks.flatten(1).any(1)
+        keep = keep[nonempty[keep]]
+        return result.select(keep)
