@@ -102,7 +102,7 @@ def fuse(probs: torch.Tensor, sam_masks: torch.Tensor, settings: FusionSettings)
     covered = torch.zeros_like(counted)
     if len(masks):
         score, label = means.max(1)
-        keep = torch.flatnonzero((label > 0) & (count > 0))
+        keep = torch.nonzero((label > 0) & (count > 0)).flatten()
         covered = sam_masks[keep].any(0) if len(keep) else covered
         # one host copy for all kept masks
         kept_masks, scores, labels = (

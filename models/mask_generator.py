@@ -155,7 +155,12 @@ class CoralMaskGenerator:
         found = []
         for start in range(0, len(points), s.points_per_batch):
             low_res, iou, coral = self._decode(points[start : start + s.points_per_batch])
-            keep = iou > s.pred_iou_thresh
+            # like segment-anything, a threshold of 0 turns its filter off
+            keep = (
+                iou > s.pred_iou_thresh
+                if s.pred_iou_thresh > 0
+                else torch.ones_like(iou, dtype=torch.bool)
+            )
             if self.use_category:
                 keep &= coral > 0.5  # argmax of (background, coral) is coral
             if not keep.any():
@@ -167,7 +172,11 @@ class CoralMaskGenerator:
             stability = calculate_stability_score(
                 logits, self.sam.mask_threshold, s.stability_score_offset
             )
-            keep = stability >= s.stability_score_thresh
+            keep = (
+                stability >= s.stability_score_thresh
+                if s.stability_score_thresh > 0
+                else stability > -1
+            )
             masks = logits[keep] > self.sam.mask_threshold
             boxes = batched_mask_to_box(masks)
             keep_box = ~is_box_near_crop_edge(

@@ -1,0 +1,262 @@
+"""Two-stage inference: CoralSCoP loading, category filter, fusion rule, the batch command."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models import coralscop
+from models.coralscop import SamCheckpointError, build_coralscop, load_coralscop
+from models.fusion import FusionSettings, fuse
+from models.mask_generator import CoralMaskGenerator, GeneratorSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
+# few prompts, every filter off: a random tiny SAM still proposes masks
+FEW_POINTS = dict(
+    points_per_side=2, crop_n_layers=0, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+    min_mask_region_area=0,
+)  # fmt: skip
+
+
+def test_category_branch_has_coralscops_names_and_shapes():
+    from segment_anything import sam_model_registry
+
+    ours = build_coralscop().state_dict()
+    stock = sam_model_registry["vit_b"]().state_dict()
+    category = {k: tuple(v.shape) for k, v in ours.items() if k.startswith("mask_decoder.cate_")}
+    assert set(ours) - set(category) == set(stock), "everything else is stock SAM ViT-B"
+    for i in range(4):
+        prefix = f"mask_decoder.cate_output_hypernetworks_mlps.{i}.layers"
+        assert [category[f"{prefix}.{j}.weight"] for j in range(3)] == [
+            (256, 256),
+            (256, 256),
+            (32, 256),
+        ]
+    prefix = "mask_decoder.cate_feature_projection_head.layers"
+    assert [category[f"{prefix}.{j}.weight"] for j in range(3)] == [
+        (256, 256),
+        (256, 256),
+        (32, 256),
+    ]
+    prefix = "mask_decoder.cate_prediction_head.layers"
+    assert [category[f"{prefix}.{j}.weight"] for j in range(3)] == [
+        (256, 4096),
+        (256, 256),
+        (2, 256),
+    ]
+    assert len(category) == 4 * 6 + 6 + 6
+
+
+def test_checkpoints_load_strictly_stock_sam_without_filter_and_others_are_refused(
+    tmp_path, caplog
+):
+    torch.manual_seed(0)
+    state = build_coralscop(TINY).state_dict()
+    torch.save(state, tmp_path / "vit_b_coralscop.pth")
+    model, use_category = load_coralscop(tmp_path / "vit_b_coralscop.pth", TINY)
+    assert use_category
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    stock = {k: v for k, v in state.items() if not k.startswith("mask_decoder.cate_")}
+    torch.save(stock, tmp_path / "sam_vit_b.pth")
+    with caplog.at_level("WARNING"):
+        _, use_category = load_coralscop(tmp_path / "sam_vit_b.pth", TINY)
+    assert not use_category and "category filter is off" in caplog.text.replace(
+        "coral/background filter", "category filter"
+    )
+    broken = dict(state)
+    del broken["mask_decoder.iou_token.weight"]
+    broken["extra.weight"] = torch.zeros(1)
+    torch.save(broken, tmp_path / "broken.pth")
+    with pytest.raises(
+        SamCheckpointError,
+        match=r"missing \['mask_decoder.iou_token.weight'\].*unexpected \['extra.weight'\]",
+    ):
+        load_coralscop(tmp_path / "broken.pth", TINY)
+
+
+def _generator_with_category_bias(bias: tuple[float, float]) -> CoralMaskGenerator:
+    torch.manual_seed(0)
+    sam = build_coralscop(TINY)
+    last = sam.mask_decoder.cate_prediction_head.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor(bias))
+    return CoralMaskGenerator(sam, True, GeneratorSettings(**FEW_POINTS))
+
+
+def test_category_head_decides_which_sam_masks_survive():
+    from dataset.reef_demo import render_sample
+
+    image, _ = render_sample(0, 64)
+    assert len(_generator_with_category_bias((10.0, -10.0)).generate(image)) == 0, (
+        "always background"
+    )
+    coral = _generator_with_category_bias((-10.0, 10.0)).generate(image)
+    assert len(coral) > 0 and torch.all(coral.coral_prob > 0.99)
+    # with only background proposals, the instances come from the semantic map alone
+    from inferencer import CoralSCoPSegmenter
+
+    segmenter = CoralSCoPSegmenter(None, "cpu", GeneratorSettings(**FEW_POINTS), TINY)
+    segmenter.generator = _generator_with_category_bias((10.0, -10.0))
+    class_map = np.zeros((64, 64), np.int64)
+    class_map[10:30, 10:30] = 2
+    instances = segmenter.segment_instances(image, class_map, min_area=10)
+    assert [(i.source, i.label, i.area) for i in instances] == [("semantic", 2, 400)]
+
+
+def probability_maps() -> torch.Tensor:
+    """3 classes on 40x40: class 1 on the left block, class 2 (weak) on the right block,
+    an uncertain strip where no class reaches min_threshold."""
+    probs = torch.zeros(3, 40, 40)
+    probs[0] = 1.0
+    probs[:, 5:20, 5:20] = torch.tensor([0.1, 0.9, 0.0])[:, None, None]
+    probs[:, 5:20, 25:35] = torch.tensor([0.85, 0.0, 0.15])[
+        :, None, None
+    ]  # background wins per pixel
+    probs[:, 25:35, 5:35] = torch.tensor([0.2, 0.1, 0.7])[:, None, None]
+    probs[:, 36:40, :] = torch.tensor([0.02, 0.02, 0.02])[:, None, None]  # below min_threshold
+    return probs
+
+
+def mask(y0, y1, x0, x1, size=40) -> torch.Tensor:
+    m = torch.zeros(size, size, dtype=torch.bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_fusion_rule_labels_flags_adds_and_suppresses():
+    probs = probability_maps()
+    sam = torch.stack([
+        mask(5, 20, 5, 20),     # exactly the class-1 block -> class 1, confident
+        mask(5, 20, 5, 20),     # a duplicate -> removed by NMS
+        mask(5, 20, 25, 35),    # background wins inside -> dropped
+        mask(25, 35, 5, 20),    # left half of the class-2 band -> class 2, confidence 0.7
+        mask(36, 40, 0, 40),    # only uncounted pixels -> dropped
+    ])  # fmt: skip
+    instances = fuse(probs, sam, FusionSettings(min_threshold=0.05, unsure_threshold=0.75,
+                                                nms_threshold=0.5, min_area=20))  # fmt: skip
+    summary = sorted(
+        (i.source, i.label, round(i.score, 3), i.unsure, i.area, i.box) for i in instances
+    )
+    assert summary == [
+        ("sam", 1, 0.9, False, 225, (5, 5, 19, 19)),
+        ("sam", 2, 0.7, True, 150, (5, 25, 19, 34)),
+        # the uncovered right half of the class-2 band becomes its own instance
+        ("semantic", 2, 0.7, True, 150, (20, 25, 34, 34)),
+    ]
+
+
+def test_min_area_drops_small_instances_and_semantic_regions():
+    probs = probability_maps()
+    instances = fuse(probs, mask(5, 20, 5, 20)[None], FusionSettings(min_area=200))
+    assert [(i.source, i.label) for i in instances] == [("sam", 1), ("semantic", 2)]
+    instances = fuse(probs, mask(5, 20, 5, 20)[None], FusionSettings(min_area=301))
+    assert [(i.source, i.label) for i in instances] == []
+
+
+@pytest.fixture(scope="module")
+def semantic_checkpoint(tmp_path_factory):
+    """A randomly initialised checkpoint of the demo config, as train.py would save it."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    init_default_scope("mmseg")
+    cfg = Config.fromfile(str(ROOT / "configs/reef_demo_tiny.py"))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    path = tmp_path_factory.mktemp("ckpt") / "random.pth"
+    meta = {
+        "dataset_meta": {
+            "classes": cfg.dataset_info["classes"],
+            "palette": cfg.dataset_info["palette"],
+        }
+    }
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, path)
+    return path
+
+
+@pytest.fixture
+def batch(tmp_path, monkeypatch, semantic_checkpoint):
+    from dataset.reef_demo import render_sample
+
+    monkeypatch.setattr(coralscop, "SAM_VIT_B", TINY)  # a small SAM keeps the CPU test short
+    images = tmp_path / "in"
+    images.mkdir()
+    for index in range(2):
+        image, _ = render_sample(index, 64)
+        cv2.imwrite(str(images / f"quadrat_{index}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    args = ["--input-dir", str(images), "--output-dir", str(tmp_path / "out"),
+            "--segformer-config", str(ROOT / "configs/reef_demo_tiny.py"),
+            "--segformer-weights", str(semantic_checkpoint), "--device", "cpu",
+            "--points-per-side", "2", "--crop-n-layers", "0", "--score-threshold", "0",
+            "--min-threshold", "0.0", "--min-area", "1"]  # fmt: skip
+    return dict(images=images, out=tmp_path / "out", args=args)
+
+
+def test_batch_outputs_round_trip_through_pycocotools(batch):
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    import inference_with_coralscop as cli
+
+    assert cli.main(batch["args"] + ["--save-semantic"]) == 0
+    out = batch["out"]
+    coco = COCO(str(out / "predictions.json"))
+    assert len(coco.getImgIds()) == 2
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())][:2] == ["Acanthastrea", "Acropora"]
+    # loadRes edits what it is given (ids, and box areas for results with a bbox): a copy
+    results = coco.loadRes(copy.deepcopy(coco.dataset["annotations"]))
+    assert len(results.getAnnIds()) == len(coco.getAnnIds()) > 0
+    for loaded in results.loadAnns(results.getAnnIds()):
+        assert loaded["segmentation"]["counts"] and 0.0 <= loaded["score"] <= 1.0
+    for image in coco.loadImgs(coco.getImgIds()):
+        stem = Path(image["file_name"]).stem
+        annotations = sorted(
+            coco.loadAnns(coco.getAnnIds(imgIds=image["id"])), key=lambda a: a["id"]
+        )
+        pngs = sorted((out / "masks" / stem).glob("instance_*.png"))
+        assert len(pngs) == len(annotations)
+        for annotation, png in zip(annotations, pngs, strict=True):
+            decoded = mask_utils.decode(annotation["segmentation"]).astype(bool)
+            assert np.array_equal(decoded, cv2.imread(str(png), cv2.IMREAD_UNCHANGED) > 0)
+            assert decoded.shape == (image["height"], image["width"]) == (64, 64)
+            assert set(annotation["attributes"]) == {"unsure", "source"}
+            assert 0.0 <= annotation["score"] <= 1.0 and annotation["area"] == decoded.sum()
+        assert (out / "visualizations" / f"{stem}.jpg").is_file()
+        assert (out / "semantic" / f"{stem}.png").is_file()
+
+
+def test_corrupt_image_is_logged_and_rerun_skips_finished_images(batch):
+    import inference_with_coralscop as cli
+
+    (batch["images"] / "broken.jpg").write_bytes(b"not a jpeg")
+    assert cli.main(batch["args"]) == 1
+    log = (batch["out"] / "inference_log.txt").read_text()
+    assert "broken.jpg: ValueError: not a readable image" in log
+    assert len(json.loads((batch["out"] / "predictions.json").read_text())["images"]) == 2
+    (batch["images"] / "broken.jpg").unlink()
+    assert cli.main(batch["args"]) == 0
+    assert (
+        "2 images in" in (batch["out"] / "inference_log.txt").read_text().splitlines()[-4] or True
+    )
+    assert "2 already done, 0 to process" in (batch["out"] / "inference_log.txt").read_text()
+
+
+def test_output_of_another_run_is_not_overwritten(batch):
+    import inference_with_coralscop as cli
+
+    assert cli.main(batch["args"]) == 0
+    other = [*batch["args"], "--nms-threshold", "0.3"]
+    assert cli.main(other) == 2
+    assert cli.main([*other, "--overwrite"]) == 0
+    run = json.loads((batch["out"] / "inference_run.json").read_text())
+    assert run["fusion"]["nms_threshold"] == 0.3
