@@ -13,18 +13,18 @@ WORK_DIR=work_dirs/reef_demo_tiny
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "1/5 Create the synthetic reef dataset in FiftyOne ($DATASET)"
+step "1/6 Create the synthetic reef dataset in FiftyOne ($DATASET)"
 python -m dataset.reef_demo --name "$DATASET"
 
-step "2/5 Prepare it for MMSegmentation (prepare_data.py)"
+step "2/6 Prepare it for MMSegmentation (prepare_data.py)"
 # The demo owns its output folders, so it replaces them on every run.
 python prepare_data.py "$DATASET" --image-size 256 --data-root "$DATA_ROOT" --overwrite
 
-step "3/5 Train the tiny DINOv2 + SegFormer config on CPU (train.py)"
+step "3/6 Train the tiny DINOv2 + SegFormer config on CPU (train.py)"
 rm -rf "$WORK_DIR"
 python train.py "$CONFIG" --work-dir "$WORK_DIR"
 
-step "4/5 Evaluate the best checkpoint on val and test (test.py)"
+step "4/6 Evaluate the best checkpoint on val and test (test.py)"
 for split in val test; do
   python test.py "$CONFIG" "$WORK_DIR/best_mIoU.pth" --split "$split" \
     --work-dir "$WORK_DIR/test_$split" --show-dir "$WORK_DIR/${split}_results"
@@ -37,7 +37,7 @@ print(f"val mIoU {miou:.3f} (the demo expects >= 0.8)")
 sys.exit(0 if miou >= 0.8 else 1)
 PY
 
-step "5/5 Two-stage inference on the test images (inference_with_coralscop.py)"
+step "5/6 Two-stage inference on the test images (inference_with_coralscop.py)"
 # No CoralSCoP weights ship with the project (none can be downloaded here), so SAM
 # ViT-B runs with random weights, as the log says: its proposals are noise and the
 # instances come from the semantic regions. A small prompt grid keeps it to ~15 s
@@ -46,6 +46,12 @@ python inference_with_coralscop.py --input-dir "$DATA_ROOT/reef_demo/images/test
   --output-dir results/two_stage_inference --segformer-config "$CONFIG" \
   --segformer-weights "$WORK_DIR/best_mIoU.pth" --device cpu \
   --points-per-side 4 --crop-n-layers 0 --overwrite
+
+step "6/6 Package the model as a CVAT function (deploy_as_zip.sh)"
+# Random CoralSCoP-shaped SAM weights stand in for vit_b_coralscop.pth (see step 5).
+SAM_RANDOM=data/reef_demo/vit_b_coralscop_RANDOM.pth
+[ -f "$SAM_RANDOM" ] || python -m models.coralscop --write-random "$SAM_RANDOM"
+./deploy_as_zip.sh reefdemo "$WORK_DIR/best_mIoU.pth" "$WORK_DIR/reef_demo_tiny.py" "$SAM_RANDOM"
 
 cat <<DONE
 
@@ -56,4 +62,5 @@ Demo finished. Outputs:
   evaluation         $WORK_DIR/test_{val,test}  (metrics.json, confusion_matrix.csv/.png)
   overlays           $WORK_DIR/{val,test}_results  (ground truth | prediction)
   two-stage results  results/two_stage_inference  (visualizations/, masks/, predictions.json, inference_log.txt)
+  CVAT function      nuclio.zip  (function pth-mmseg-reefdemo; unzip, then nuctl deploy as printed above)
 DONE

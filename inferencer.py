@@ -52,7 +52,9 @@ class SemanticSegmenter:
         from mmengine.registry import init_default_scope
         from mmseg.registry import MODELS
 
-        cfg = Config.fromfile(config)
+        # the model's modules are imported above; the config's custom_imports also name
+        # training-only ones that a deployed function does not ship
+        cfg = Config.fromfile(config, import_custom_modules=False)
         init_default_scope("mmseg")
         self.device = torch.device(device or default_device())
         self.model = MODELS.build(cfg.model)

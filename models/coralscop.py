@@ -171,3 +171,26 @@ def load_coralscop(checkpoint: str | Path | None, encoder: dict | None = None) -
             "filter is off, so every SAM mask becomes a proposal.", checkpoint,
         )  # fmt: skip
     return sam, has_category
+
+
+def write_random_checkpoint(path: str | Path, seed: int = 0) -> Path:
+    """A CoralSCoP ViT-B checkpoint with random weights and the released file's exact keys.
+
+    For pipeline checks only (the demo, tests): no real weights can be downloaded here.
+    """
+    torch.manual_seed(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    torch.save(build_coralscop().state_dict(), temporary)
+    temporary.replace(path)
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "--write-random":
+        sys.exit("usage: python -m models.coralscop --write-random PATH")
+    written = write_random_checkpoint(sys.argv[2])
+    print(f"Wrote RANDOM (untrained) CoralSCoP-shaped weights to {written}")

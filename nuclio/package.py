@@ -1,0 +1,182 @@
+"""Validate a trained model and package it as a CVAT (Nuclio) function: nuclio.zip.
+
+Called by deploy_as_zip.sh MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG SAM_WEIGHTS.
+Every input is checked before anything is written; the zip is built under a
+temporary name and moved into place at the end, so a failure leaves no partial
+zip and an existing nuclio.zip is replaced only by a complete one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+FUNCTION_FILES = ("main.py", "serve.py", "make_payload.py", "function.yaml", "function-gpu.yaml")
+SOURCE_MODULES = ("inferencer.py", "settings.py")
+SOURCE_PACKAGES = ("dataset", "models")
+# Kubernetes names: the function is pth-mmseg-<MODEL_NAME>, at most 63 characters.
+NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?")
+
+
+class PackagingError(ValueError):
+    """An input that cannot be packaged; the message names the argument."""
+
+
+def _readable(path: str, argument: str) -> Path:
+    file = Path(path)
+    if not file.is_file() or not os.access(file, os.R_OK):
+        raise PackagingError(f"{argument}: {path} is not a readable file")
+    return file
+
+
+def validate(model_name: str, seg_weights: str, seg_config: str, sam_weights: str) -> dict:
+    """Check every input; returns what packaging needs (the resolved config, the classes)."""
+    if not NAME_PATTERN.fullmatch(model_name):
+        raise PackagingError(
+            f"MODEL_NAME: {model_name!r} is not a valid function name (lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit, at most 53 characters)"
+        )
+    weights = _readable(seg_weights, "SEGFORMER_WEIGHTS")
+    config = _readable(seg_config, "SEGFORMER_CONFIG")
+    sam = _readable(sam_weights, "SAM_WEIGHTS")
+    from mmengine.config import Config
+
+    import models  # noqa: F401  (mmcv.ops stand-in before mmengine builds anything)
+    from models.coralscop import SamCheckpointError, load_coralscop
+    from models.safe_checkpoint import safe_load
+
+    try:
+        cfg = Config.fromfile(str(config), import_custom_modules=False)
+        num_classes = int(cfg.model.decode_head.num_classes)
+    except Exception as exc:  # a config is Python: any error means it cannot be used
+        raise PackagingError(
+            f"SEGFORMER_CONFIG: {config} does not parse as an MMSegmentation config: {exc}"
+        ) from None
+    try:
+        checkpoint = safe_load(weights)
+    except Exception as exc:
+        raise PackagingError(f"SEGFORMER_WEIGHTS: {weights} cannot be loaded: {exc}") from None
+    state = checkpoint.get("state_dict", checkpoint)
+    head = state.get("decode_head.conv_seg.weight")
+    if head is None:
+        raise PackagingError(f"SEGFORMER_WEIGHTS: {weights} holds no decode_head.conv_seg weights")
+    if head.shape[0] != num_classes:
+        raise PackagingError(
+            f"SEGFORMER_CONFIG and SEGFORMER_WEIGHTS disagree: {config} has {num_classes} classes, "
+            f"{weights} was trained with {head.shape[0]}"
+        )
+    meta = checkpoint.get("meta", {}).get("dataset_meta") or cfg.get("dataset_info") or {}
+    classes = list(meta.get("classes") or [])
+    if len(classes) != num_classes:
+        raise PackagingError(
+            f"SEGFORMER_WEIGHTS: {weights} names {len(classes)} classes, expected {num_classes}"
+        )
+    try:
+        load_coralscop(sam)
+    except (SamCheckpointError, Exception) as exc:
+        raise PackagingError(f"SAM_WEIGHTS: {sam}: {exc}") from None
+    return dict(cfg=cfg, classes=classes, weights=weights, sam=sam)
+
+
+def render_function_yaml(template: Path, model_name: str, classes: list[str]) -> str:
+    import yaml
+
+    spec = yaml.safe_load(template.read_text())
+    spec["metadata"]["name"] = f"pth-mmseg-{model_name}"
+    annotations = spec["metadata"]["annotations"]
+    annotations["name"] = f"{annotations['name']} [{model_name}]"
+    labels = [{"id": i, "name": name, "type": "mask"} for i, name in enumerate(classes) if i > 0]
+    annotations["spec"] = json.dumps(labels, indent=2)
+    spec["spec"]["build"]["image"] = f"cvat.pth.mmseg.{model_name}" + (
+        ".gpu" if "gpu" in template.name else ""
+    )
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+def _add_tree(archive: zipfile.ZipFile, folder: Path, arc_root: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            archive.write(path, f"{arc_root}/{path.relative_to(folder)}")
+
+
+def build_zip(model_name: str, checked: dict, output: Path) -> Path:
+    import segment_anything
+
+    output = output.resolve()
+    fd, temporary = tempfile.mkstemp(prefix=".nuclio-", suffix=".zip", dir=output.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+            here = Path(__file__).resolve().parent
+            for name in FUNCTION_FILES:
+                if name.startswith("function"):
+                    archive.writestr(
+                        f"nuclio/{name}",
+                        render_function_yaml(here / name, model_name, checked["classes"]),
+                    )
+                else:
+                    archive.write(here / name, f"nuclio/{name}")
+            for name in SOURCE_MODULES:
+                archive.write(REPO / name, f"nuclio/{name}")
+            for package in SOURCE_PACKAGES:
+                _add_tree(archive, REPO / package, f"nuclio/{package}")
+            _add_tree(archive, Path(segment_anything.__file__).parent, "nuclio/segment_anything")
+            archive.writestr("nuclio/best_segformer_config.py", checked["cfg"].pretty_text)
+            # weights do not compress: store them as they are
+            archive.write(checked["weights"], "nuclio/best_segformer.pth", zipfile.ZIP_STORED)
+            archive.write(checked["sam"], "nuclio/vit_b_coralscop.pth", zipfile.ZIP_STORED)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a zip is for sharing
+        os.replace(temporary, output)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model_name")
+    parser.add_argument("segformer_weights")
+    parser.add_argument("segformer_config")
+    parser.add_argument("sam_weights")
+    parser.add_argument("--output", type=Path, default=Path("nuclio.zip"))
+    args = parser.parse_args(argv)
+    try:
+        checked = validate(
+            args.model_name, args.segformer_weights, args.segformer_config, args.sam_weights
+        )
+        zip_path = build_zip(args.model_name, checked, args.output)
+    except PackagingError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    name, model = f"pth-mmseg-{args.model_name}", args.model_name
+    size = zip_path.stat().st_size / 2**20
+    deploy = "nuctl deploy --project-name cvat --platform local --verbose --path"
+    print(
+        f"Created {zip_path} ({size:.1f} MiB): function {name}, "
+        f"{len(checked['classes']) - 1} genera.\n\n"
+        "Deploy, option 1 (CVAT's serverless folder):\n"
+        f"  unzip {zip_path.name} -d /path/to/cvat/serverless/pytorch/mmseg/{model}/\n"
+        f"  cd /path/to/cvat && {deploy} ./serverless/pytorch/mmseg/{model}/nuclio/\n"
+        "Deploy, option 2 (local bundle):\n"
+        f"  mkdir -p nuclio_bundles/{model} && unzip {zip_path.name} -d nuclio_bundles/{model}/\n"
+        f"  {deploy} ./nuclio_bundles/{model}/nuclio/\n"
+        "GPU: add --file <bundle>/nuclio/function-gpu.yaml to nuctl deploy.\n"
+        f"Check: nuctl get function {name} --platform local"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
