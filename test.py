@@ -43,11 +43,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tta", action="store_true", help="multi-scale + flip test-time augmentation"
     )
     parser.add_argument(
+        "--to-fiftyone",
+        nargs="?",
+        const="auto",
+        metavar="DATASET",
+        help="store predictions on the FiftyOne samples (default: the dataset prepared from)",
+    )
+    parser.add_argument("--fiftyone-field", default="predictions_semantic")
+    parser.add_argument(
         "--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value ..."
     )
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def store_in_fiftyone(cfg, args) -> None:
+    from dataset.fiftyone_predictions import add_semantic_predictions
+    from dataset.info import INFO_FILE, read_dataset_info
+
+    data_root = cfg.test_dataloader.dataset.data_root
+    info = read_dataset_info(os.path.join(data_root, INFO_FILE))
+    name = info["dataset_name"] if args.to_fiftyone == "auto" else args.to_fiftyone
+    count = add_semantic_predictions(
+        name, data_root, args.pred_dir, info["classes"], info["palette"], args.fiftyone_field
+    )
+    print(
+        f"Stored {count} predictions in FiftyOne dataset {name}, "
+        f"field {args.fiftyone_field!r}. Look:\n"
+        f"  python -c \"import fiftyone as fo; fo.launch_app(fo.load_dataset('{name}')).wait()\""
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.load_from = args.checkpoint
     cfg.test_evaluator = dict(cfg.test_evaluator, output_dir=cfg.work_dir)
     cfg.default_hooks.visualization = dict(type="SegVisualizationHook", draw=False)
+    if args.to_fiftyone and not args.pred_dir:
+        args.pred_dir = os.path.join(cfg.work_dir, "pred")
     if args.show_dir or args.pred_dir:
         add_hook(
             cfg, dict(type="SavePredictionsHook", show_dir=args.show_dir, pred_dir=args.pred_dir)
@@ -94,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, folder in (("Overlays", args.show_dir), ("Predicted class maps", args.pred_dir)):
             if folder:
                 print(f"{label}: {folder}")
+        if args.to_fiftyone:
+            store_in_fiftyone(cfg, args)
     return 0
 
 

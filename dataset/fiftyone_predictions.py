@@ -47,3 +47,53 @@ def add_predictions(dataset_name: str, items: Iterable[tuple[str, list]], classe
         sample.save()
         written += 1
     return written
+
+
+def add_semantic_predictions(
+    dataset_name: str,
+    prepared_root: str | Path,
+    pred_dir: str | Path,
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    field: str = "predictions_semantic",
+) -> int:
+    """Store test.py's class maps on the FiftyOne samples they were prepared from.
+
+    The prepared folder's manifest.csv maps each image to its sample id; the field
+    gets the taxonomy's names as mask targets and its colours in the App's colour
+    scheme, so the App shows predictions next to the polylines. Returns the count.
+    """
+    import csv
+
+    import cv2
+    import fiftyone as fo
+
+    if not fo.dataset_exists(dataset_name):
+        raise ValueError(f"No FiftyOne dataset named {dataset_name!r}; known: {fo.list_datasets()}")
+    dataset = fo.load_dataset(dataset_name)
+    with open(Path(prepared_root) / "manifest.csv", newline="") as handle:
+        sample_of = {Path(row["image"]).stem: row["sample_id"] for row in csv.DictReader(handle)}
+    written = 0
+    for pred_file in sorted(Path(pred_dir).glob("*.png")):
+        sample_id = sample_of.get(pred_file.stem)
+        if sample_id is None:
+            continue
+        sample = dataset[sample_id]
+        sample[field] = fo.Segmentation(mask=cv2.imread(str(pred_file), cv2.IMREAD_UNCHANGED))
+        sample.save()
+        written += 1
+    dataset.mask_targets = {
+        **dataset.mask_targets,
+        field: {i: name for i, name in enumerate(classes) if i},
+    }
+    colours = [
+        {"intTarget": i, "color": "#" + "".join(f"{v:02x}" for v in c)}
+        for i, c in enumerate(palette)
+        if i
+    ]
+    scheme = dataset.app_config.color_scheme or fo.ColorScheme()
+    fields = [f for f in (scheme.fields or []) if f.get("path") != field]
+    scheme.fields = [*fields, {"path": field, "maskTargetsColors": colours}]
+    dataset.app_config.color_scheme = scheme
+    dataset.save()
+    return written

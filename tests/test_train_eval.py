@@ -68,9 +68,12 @@ def prepared(fiftyone, tmp_path_factory):
 
 def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, script, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )  # fmt: skip
+    )
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -101,8 +104,20 @@ def test_training_writes_what_the_guide_names(trained):
     assert len(best) == 1 and os.readlink(work_dir / "best_mIoU.pth") == best[0]
     assert list(work_dir.rglob("events.out.tfevents.*")), "TensorBoard scalars"
     log = trained["log"]
-    for field in ("Epoch(train)", "lr:", "eta:", "time:", "data_time:", "loss:", "decode.loss_ce:",
-                  "decode.acc_seg:", "mIoU:", "mAcc:", "aAcc:", "IoU.background"):  # fmt: skip
+    for field in (
+        "Epoch(train)",
+        "lr:",
+        "eta:",
+        "time:",
+        "data_time:",
+        "loss:",
+        "decode.loss_ce:",
+        "decode.acc_seg:",
+        "mIoU:",
+        "mAcc:",
+        "aAcc:",
+        "IoU.background",
+    ):
         assert field in log, field
 
 
@@ -126,8 +141,16 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(prepared, train
 def test_resume_refuses_a_checkpoint_of_another_model(prepared, trained):
     work_dir = prepared["tmp"] / "work_mismatch"
     shutil.copytree(trained["work_dir"], work_dir)
-    result = run("train.py", prepared["configs"]["fine"], "--work-dir", work_dir, "--resume",
-                 "--cfg-options", "model.decode_head.channels=32", check=False)  # fmt: skip
+    result = run(
+        "train.py",
+        prepared["configs"]["fine"],
+        "--work-dir",
+        work_dir,
+        "--resume",
+        "--cfg-options",
+        "model.decode_head.channels=32",
+        check=False,
+    )
     assert result.returncode == 1
     assert (
         "Cannot resume" in result.stderr and "model.decode_head.channels: 64 -> 32" in result.stderr
@@ -136,9 +159,16 @@ def test_resume_refuses_a_checkpoint_of_another_model(prepared, trained):
 
 def test_load_from_with_another_class_count_reinitialises_the_head(prepared, trained):
     work_dir = prepared["tmp"] / "work_coarse"
-    result = run("train.py", prepared["configs"]["coarse"], "--work-dir", work_dir,
-                 "--load-from", trained["work_dir"] / "epoch_4.pth",
-                 "--cfg-options", "train_cfg.max_epochs=1")  # fmt: skip
+    result = run(
+        "train.py",
+        prepared["configs"]["coarse"],
+        "--work-dir",
+        work_dir,
+        "--load-from",
+        trained["work_dir"] / "epoch_4.pth",
+        "--cfg-options",
+        "train_cfg.max_epochs=1",
+    )
     log = result.stdout + result.stderr
     assert "re-initialised 2 tensor(s)" in log and "decode_head.conv_seg.weight" in log
     assert (work_dir / "epoch_1.pth").exists()
@@ -174,8 +204,11 @@ def test_bad_inputs_stop_before_training_and_name_the_file(prepared, tmp_path):
     shutil.copytree(prepared["fine"], empty)
     for image in (empty / "images" / "val").iterdir():
         image.unlink()
-    empty_val = ["--cfg-options", f"train_dataloader.dataset.data_root={empty}",
-                 f"val_dataloader.dataset.data_root={empty}"]  # fmt: skip
+    empty_val = [
+        "--cfg-options",
+        f"train_dataloader.dataset.data_root={empty}",
+        f"val_dataloader.dataset.data_root={empty}",
+    ]
     assert train.main([config, "--work-dir", str(tmp_path / "w2"), *empty_val]) == 1
     wrong = ["--cfg-options", "model.decode_head.num_classes=5"]
     assert train.main([config, "--work-dir", str(tmp_path / "w3"), *wrong]) == 1
@@ -202,11 +235,28 @@ def test_bad_input_messages(prepared, tmp_path, caplog):
 def test_two_cpu_processes_with_gloo(prepared):
     work_dir = prepared["tmp"] / "work_ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         "29531", "train.py", prepared["configs"]["fine"], "--launcher", "pytorch", "--work-dir",
-         str(work_dir), "--cfg-options", "train_cfg.max_epochs=1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29531",
+            "train.py",
+            prepared["configs"]["fine"],
+            "--launcher",
+            "pytorch",
+            "--work-dir",
+            str(work_dir),
+            "--cfg-options",
+            "train_cfg.max_epochs=1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = next(work_dir.rglob("*.log")).read_text()
     assert "Distributed training: True" in log and "GPU number: 2" in log  # mmengine's words
@@ -216,9 +266,19 @@ def test_two_cpu_processes_with_gloo(prepared):
 
 def test_metrics_match_an_independent_computation(prepared, trained):
     out = prepared["tmp"] / "eval"
-    result = run("test.py", prepared["configs"]["fine"], trained["work_dir"] / "epoch_4.pth",
-                 "--split", "val", "--work-dir", out / "work", "--pred-dir", out / "pred",
-                 "--show-dir", out / "show")  # fmt: skip
+    result = run(
+        "test.py",
+        prepared["configs"]["fine"],
+        trained["work_dir"] / "epoch_4.pth",
+        "--split",
+        "val",
+        "--work-dir",
+        out / "work",
+        "--pred-dir",
+        out / "pred",
+        "--show-dir",
+        out / "show",
+    )
     metrics = json.loads((out / "work" / "metrics.json").read_text())
     classes = (prepared["fine"] / "classes.txt").read_text().splitlines()
     preds, labels = [], []
@@ -256,7 +316,88 @@ def test_metrics_match_an_independent_computation(prepared, trained):
 
 def test_test_split_and_tta(prepared, trained):
     out = prepared["tmp"] / "eval_tta"
-    result = run("test.py", prepared["configs"]["fine"], trained["work_dir"] / "epoch_4.pth",
-                 "--split", "test", "--tta", "--work-dir", out)  # fmt: skip
+    result = run(
+        "test.py",
+        prepared["configs"]["fine"],
+        trained["work_dir"] / "epoch_4.pth",
+        "--split",
+        "test",
+        "--tta",
+        "--work-dir",
+        out,
+    )
     assert "test split of" in result.stdout
     assert json.loads((out / "metrics.json").read_text())["mIoU"] is not None
+
+
+def test_browse_dataset_writes_pipeline_samples(prepared, tmp_path):
+    result = run(
+        "tools/browse_dataset.py", prepared["configs"]["fine"], "--output-dir", tmp_path / "browse"
+    )
+    pictures = sorted((tmp_path / "browse").glob("*.jpg"))
+    assert len(pictures) == 8 and "8 training samples" in result.stdout
+    assert cv2.imread(str(pictures[0])).shape == (112, 3 * 112, 3), "image | overlay | mask"
+
+
+def test_confusion_matrix_tool_shares_test_py(prepared, trained, tmp_path):
+    run(
+        "tools/confusion_matrix.py",
+        prepared["configs"]["fine"],
+        trained["work_dir"] / "epoch_4.pth",
+        "--save-dir",
+        tmp_path / "confusion",
+    )
+    rows = (tmp_path / "confusion" / "confusion_matrix.csv").read_text().splitlines()
+    counts = np.array([[int(v) for v in row.split(",")[1:]] for row in rows[1:]])
+    labelled = sum(
+        int((cv2.imread(str(p), cv2.IMREAD_UNCHANGED) != 255).sum())
+        for p in (prepared["fine"] / "annotations" / "val").iterdir()
+    )
+    assert counts.shape == (17, 17) and counts.sum() == labelled
+    assert (tmp_path / "confusion" / "confusion_matrix.png").is_file()
+
+
+def test_torchscript_export_matches_pytorch(prepared, trained, tmp_path):
+    result = run(
+        "tools/pytorch2torchscript.py",
+        prepared["configs"]["fine"],
+        "--checkpoint",
+        trained["work_dir"] / "epoch_4.pth",
+        "--output-file",
+        tmp_path / "model.pt",
+        "--shape",
+        "98",
+        "126",
+    )
+    assert "same class 100.00% of pixels" in result.stdout
+    exported = torch.jit.load(str(tmp_path / "model.pt"))
+    logits = exported(torch.randint(0, 256, (1, 3, 98, 126)).float())
+    assert logits.shape == (1, 17, 98, 126)
+
+
+def test_predictions_land_in_fiftyone_with_the_taxonomy(prepared, trained, fiftyone, tmp_path):
+    result = run(
+        "test.py",
+        prepared["configs"]["fine"],
+        trained["work_dir"] / "epoch_4.pth",
+        "--work-dir",
+        tmp_path / "eval",
+        "--to-fiftyone",
+    )
+    assert "fo.launch_app(fo.load_dataset('train_test_reef_fo'))" in result.stdout
+    dataset = fiftyone.load_dataset("train_test_reef_fo")
+    dataset.reload()
+    val = dataset.match_tags("val")
+    masks = [s["predictions_semantic"] for s in val]
+    assert len(masks) == 2 and all(m is not None and m.mask.shape == (112, 112) for m in masks)
+    pred_dir = tmp_path / "eval" / "pred"
+    for sample in val:
+        stem = Path(sample.filepath).stem
+        assert np.array_equal(
+            sample["predictions_semantic"].mask, cv2.imread(str(pred_dir / f"{stem}.png"), 0)
+        )
+    assert dataset.mask_targets["predictions_semantic"][2] == "Acropora"
+    scheme = {f["path"]: f for f in dataset.app_config.color_scheme.fields}
+    assert {"intTarget": 2, "color": "#3cb44b"} in scheme["predictions_semantic"][
+        "maskTargetsColors"
+    ]
