@@ -211,6 +211,9 @@ class CoralMaskGenerator:
         boxes = proposals.boxes.cpu().numpy().astype(int)
         changed_scores = []
         for index, (mask, (bx0, by0, bx1, by1)) in enumerate(zip(masks, boxes, strict=True)):
+            if not mask.any():  # its box is degenerate, and there is nothing to clean
+                changed_scores.append(1.0)
+                continue
             xa, ya, xb, yb = (
                 max(bx0 - 1, 0),
                 max(by0 - 1, 0),

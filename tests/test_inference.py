@@ -20,9 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
 # few prompts, every filter off: a random tiny SAM still proposes masks
 FEW_POINTS = dict(
-    points_per_side=2, crop_n_layers=0, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+    points_per_side=2,
+    crop_n_layers=0,
+    pred_iou_thresh=0.0,
+    stability_score_thresh=0.0,
     min_mask_region_area=0,
-)  # fmt: skip
+)
 
 
 def test_category_branch_has_coralscops_names_and_shapes():
@@ -134,15 +137,20 @@ def mask(y0, y1, x0, x1, size=40) -> torch.Tensor:
 
 def test_fusion_rule_labels_flags_adds_and_suppresses():
     probs = probability_maps()
-    sam = torch.stack([
-        mask(5, 20, 5, 20),     # exactly the class-1 block -> class 1, confident
-        mask(5, 20, 5, 20),     # a duplicate -> removed by NMS
-        mask(5, 20, 25, 35),    # background wins inside -> dropped
-        mask(25, 35, 5, 20),    # left half of the class-2 band -> class 2, confidence 0.7
-        mask(36, 40, 0, 40),    # only uncounted pixels -> dropped
-    ])  # fmt: skip
-    instances = fuse(probs, sam, FusionSettings(min_threshold=0.05, unsure_threshold=0.75,
-                                                nms_threshold=0.5, min_area=20))  # fmt: skip
+    sam = torch.stack(
+        [
+            mask(5, 20, 5, 20),  # exactly the class-1 block -> class 1, confident
+            mask(5, 20, 5, 20),  # a duplicate -> removed by NMS
+            mask(5, 20, 25, 35),  # background wins inside -> dropped
+            mask(25, 35, 5, 20),  # left half of the class-2 band -> class 2, confidence 0.7
+            mask(36, 40, 0, 40),  # only uncounted pixels -> dropped
+        ]
+    )
+    instances = fuse(
+        probs,
+        sam,
+        FusionSettings(min_threshold=0.05, unsure_threshold=0.75, nms_threshold=0.5, min_area=20),
+    )
     summary = sorted(
         (i.source, i.label, round(i.score, 3), i.unsure, i.area, i.box) for i in instances
     )
@@ -194,11 +202,28 @@ def batch(tmp_path, monkeypatch, semantic_checkpoint):
     for index in range(2):
         image, _ = render_sample(index, 64)
         cv2.imwrite(str(images / f"quadrat_{index}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    args = ["--input-dir", str(images), "--output-dir", str(tmp_path / "out"),
-            "--segformer-config", str(ROOT / "configs/reef_demo_tiny.py"),
-            "--segformer-weights", str(semantic_checkpoint), "--device", "cpu",
-            "--points-per-side", "2", "--crop-n-layers", "0", "--score-threshold", "0",
-            "--min-threshold", "0.0", "--min-area", "1"]  # fmt: skip
+    args = [
+        "--input-dir",
+        str(images),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--segformer-config",
+        str(ROOT / "configs/reef_demo_tiny.py"),
+        "--segformer-weights",
+        str(semantic_checkpoint),
+        "--device",
+        "cpu",
+        "--points-per-side",
+        "2",
+        "--crop-n-layers",
+        "0",
+        "--score-threshold",
+        "0",
+        "--min-threshold",
+        "0.0",
+        "--min-area",
+        "1",
+    ]
     return dict(images=images, out=tmp_path / "out", args=args)
 
 
@@ -260,3 +285,32 @@ def test_output_of_another_run_is_not_overwritten(batch):
     assert cli.main([*other, "--overwrite"]) == 0
     run = json.loads((batch["out"] / "inference_run.json").read_text())
     assert run["fusion"]["nms_threshold"] == 0.3
+
+
+@pytest.mark.parametrize("crop_n_layers,min_region", [(0, 0), (1, 0), (0, 30)])
+def test_generator_finds_the_same_masks_as_segment_anythings(crop_n_layers, min_region):
+    """Category filter off, multimask output: the stock SamAutomaticMaskGenerator's algorithm."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from dataset.reef_demo import render_sample
+
+    torch.manual_seed(0)
+    sam = build_coralscop(TINY)
+    image, _ = render_sample(1, 64)
+    settings = dict(
+        points_per_side=3,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        crop_n_layers=crop_n_layers,
+        min_mask_region_area=min_region,
+    )
+    stock = SamAutomaticMaskGenerator(sam, **settings).generate(image)
+    ours = CoralMaskGenerator(
+        sam, use_category=False, settings=GeneratorSettings(multimask_output=True, **settings)
+    ).generate(image)
+    stock_masks = [m["segmentation"] for m in stock if m["segmentation"].any()]
+    our_masks = [m for m in ours.masks.numpy() if m.any()]
+    assert len(our_masks) == len(stock_masks) > 0
+    for mask in stock_masks:
+        best = max(np.logical_and(mask, m).sum() / np.logical_or(mask, m).sum() for m in our_masks)
+        assert best >= 0.99
