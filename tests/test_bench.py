@@ -16,3 +16,13 @@ def test_prepare_bench_smallest_setting(fiftyone, capsys):
         assert result[mode]["images_per_s"] > 0
     assert result["resize"]["output_px"] == 48
     assert '"benchmark": "prepare_data"' in capsys.readouterr().out
+
+
+def test_semantic_bench_smallest_setting(capsys):
+    import semantic_bench
+
+    for part in ("backbone", "segmentor"):
+        result = semantic_bench.main(part=part, sizes=(42,), warmup=0, repeats=1)
+        assert {r["model"] for r in result["rows"]} == set(semantic_bench.CONFIGS)
+        assert all(r["median_s"] > 0 for r in result["rows"])
+    assert '"benchmark": "semantic_segmentor"' in capsys.readouterr().out

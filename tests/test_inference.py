@@ -314,3 +314,25 @@ def test_generator_finds_the_same_masks_as_segment_anythings(crop_n_layers, min_
     for mask in stock_masks:
         best = max(np.logical_and(mask, m).sum() / np.logical_or(mask, m).sum() for m in our_masks)
         assert best >= 0.99
+
+
+def test_instances_land_in_fiftyone(batch, fiftyone):
+    import inference_with_coralscop as cli
+
+    assert cli.main([*batch["args"], "--to-fiftyone", "two_stage_test_fo"]) == 0
+    dataset = fiftyone.load_dataset("two_stage_test_fo")
+    coco = json.loads((batch["out"] / "predictions.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    assert len(dataset) == 2
+    for sample in dataset:
+        stem = Path(sample.filepath).stem
+        image_id = next(i["id"] for i in coco["images"] if Path(i["file_name"]).stem == stem)
+        expected = sorted(
+            names[a["category_id"]] for a in coco["annotations"] if a["image_id"] == image_id
+        )
+        detections = sample["predictions"].detections
+        assert sorted(d.label for d in detections) == expected
+        assert all(
+            d.mask is not None and 0 <= d.confidence <= 1 and "unsure" in d for d in detections
+        )
+    dataset.delete()
