@@ -38,35 +38,23 @@ tta_pipeline = [
 ]
 
 
-def _split(name, pipeline):
+def _loader(split, pipeline, batch_size, num_workers, shuffle):
     return dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path=f"images/{name}", seg_map_path=f"annotations/{name}"),
-        pipeline=pipeline,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        persistent_workers=True,
+        sampler=dict(type="DefaultSampler", shuffle=shuffle),
+        dataset=dict(
+            type=dataset_type,
+            data_root=data_root,
+            data_prefix=dict(img_path=f"images/{split}", seg_map_path=f"annotations/{split}"),
+            pipeline=pipeline,
+        ),
     )
 
 
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    dataset=_split("train", train_pipeline),
-)
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=_split("val", test_pipeline),
-)
-test_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=_split("test", test_pipeline),
-)
+train_dataloader = _loader("train", train_pipeline, batch_size=4, num_workers=4, shuffle=True)
+val_dataloader = _loader("val", test_pipeline, batch_size=1, num_workers=2, shuffle=False)
+test_dataloader = _loader("test", test_pipeline, batch_size=1, num_workers=2, shuffle=False)
 val_evaluator = dict(type="CoralSegMetric")  # per-class IoU/Acc, mIoU, confusion matrix
 test_evaluator = val_evaluator
