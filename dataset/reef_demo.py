@@ -24,6 +24,7 @@ import numpy as np
 import settings
 
 DEMO_DATASET_NAME = "reef_demo_fo"
+CREATOR = "dataset.reef_demo"  # stored in dataset.info: the datasets this module may remake
 SPLIT_CYCLE = ("train", "train", "train", "train", "val", "test")
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,24 @@ def create_reef_demo(
     import fiftyone as fo
 
     if fo.dataset_exists(name):
-        if not overwrite:
-            dataset = fo.load_dataset(name)
+        dataset = fo.load_dataset(name)
+        missing = [p for p in dataset.values("filepath") if not Path(p).is_file()]
+        if not overwrite and not missing:
             log.info("FiftyOne dataset %s exists (%d samples); reusing it", name, len(dataset))
             return dataset
+        if missing and dataset.info.get("created_by") != CREATOR:
+            raise FileExistsError(
+                f"FiftyOne dataset {name!r} exists, was not made by {CREATOR}, and "
+                f"{len(missing)} of its images are gone (e.g. {missing[0]}); delete it or pick "
+                "another --name."
+            )
+        if missing:  # e.g. the checkout that held its images was deleted: make it again
+            log.warning(
+                "%d images of %s are missing (e.g. %s); recreating it",
+                len(missing),
+                name,
+                missing[0],
+            )
         fo.delete_dataset(name)
     image_dir = Path(image_dir or settings.load_settings().demo_dir / "images").resolve()
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +179,9 @@ def create_reef_demo(
         )
     dataset = fo.Dataset(name)
     dataset.add_samples(samples, progress=False)
+    dataset.info["created_by"] = CREATOR
     dataset.persistent = True
+    dataset.save()
     log.info("Created FiftyOne dataset %s: %d samples, images in %s", name, len(dataset), image_dir)
     return dataset
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 from segment_anything import SamPredictor
@@ -66,17 +67,51 @@ class Proposals:
         return len(self.masks)
 
     def select(self, keep: torch.Tensor) -> Proposals:
-        return Proposals(self.masks[keep], self.boxes[keep], self.iou_preds[keep],
-                         self.stability[keep], self.coral_prob[keep])  # fmt: skip
+        return Proposals(
+            self.masks[keep],
+            self.boxes[keep],
+            self.iou_preds[keep],
+            self.stability[keep],
+            self.coral_prob[keep],
+        )
 
 
 def _cat(parts: list[Proposals], height: int, width: int, device) -> Proposals:
     if not parts:
         empty = torch.zeros(0, device=device)
-        return Proposals(torch.zeros((0, height, width), dtype=torch.bool, device=device),
-                         torch.zeros((0, 4), device=device), empty, empty, empty)  # fmt: skip
-    return Proposals(*(torch.cat([getattr(p, name) for p in parts]) for name in
-                       ("masks", "boxes", "iou_preds", "stability", "coral_prob")))  # fmt: skip
+        return Proposals(
+            torch.zeros((0, height, width), dtype=torch.bool, device=device),
+            torch.zeros((0, 4), device=device),
+            empty,
+            empty,
+            empty,
+        )
+    return Proposals(
+        *(
+            torch.cat([getattr(p, name) for p in parts])
+            for name in ("masks", "boxes", "iou_preds", "stability", "coral_prob")
+        )
+    )
+
+
+def _small_region_reaches_ring(window: np.ndarray, ring: tuple[bool, ...], area: int) -> bool:
+    """Does a background region under `area` pixels touch the window's one-pixel ring?
+
+    Regions inside the ring are the same in the window and the image; one that
+    touches the ring continues outside, where only the whole image tells its size.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        (~window).astype(np.uint8), connectivity=8
+    )
+    top, bottom, left, right = ring
+    edges = [
+        labels[0] if top else None,
+        labels[-1] if bottom else None,
+        labels[:, 0] if left else None,
+        labels[:, -1] if right else None,
+    ]
+    touching = np.unique(np.concatenate([e for e in edges if e is not None] or [np.zeros(0, int)]))
+    return any(stats[label, cv2.CC_STAT_AREA] < area for label in touching if label > 0)
 
 
 class CoralMaskGenerator:
@@ -113,9 +148,12 @@ class CoralMaskGenerator:
         if len(crop_boxes) > 1 and len(proposals):
             # prefer masks from smaller crops, as segment-anything does
             crop_tensor = torch.tensor(crop_of, dtype=torch.float32, device=self.device)
-            keep = batched_nms(proposals.boxes.float(), 1.0 / box_area(crop_tensor),
-                               torch.zeros(len(proposals), device=self.device),
-                               iou_threshold=s.crop_nms_thresh)  # fmt: skip
+            keep = batched_nms(
+                proposals.boxes.float(),
+                1.0 / box_area(crop_tensor),
+                torch.zeros(len(proposals), device=self.device),
+                iou_threshold=s.crop_nms_thresh,
+            )
             proposals = proposals.select(keep)
         if s.min_mask_region_area > 0 and len(proposals):
             proposals = self._remove_small_regions(proposals)
@@ -182,14 +220,24 @@ class CoralMaskGenerator:
             keep_box = ~is_box_near_crop_edge(
                 boxes, crop_box, [0, 0, image.shape[1], image.shape[0]]
             )
-            found.append(Proposals(masks[keep_box], boxes[keep_box], iou[keep][keep_box],
-                                   stability[keep][keep_box], coral[keep][keep_box]))  # fmt: skip
+            found.append(
+                Proposals(
+                    masks[keep_box],
+                    boxes[keep_box],
+                    iou[keep][keep_box],
+                    stability[keep][keep_box],
+                    coral[keep][keep_box],
+                )
+            )
         self.predictor.reset_image()
         crop_found = _cat(found, crop_h, crop_w, self.device)
         if len(crop_found):
-            keep = batched_nms(crop_found.boxes.float(), crop_found.iou_preds,
-                               torch.zeros(len(crop_found), device=self.device),
-                               iou_threshold=s.box_nms_thresh)  # fmt: skip
+            keep = batched_nms(
+                crop_found.boxes.float(),
+                crop_found.iou_preds,
+                torch.zeros(len(crop_found), device=self.device),
+                iou_threshold=s.box_nms_thresh,
+            )
             crop_found = crop_found.select(keep)
         return self._uncrop(crop_found, crop_box, image.shape[0], image.shape[1])
 
@@ -199,8 +247,13 @@ class CoralMaskGenerator:
             return found
         masks = torch.zeros((len(found), height, width), dtype=torch.bool, device=self.device)
         masks[:, y0:y1, x0:x1] = found.masks
-        return Proposals(masks, uncrop_boxes_xyxy(found.boxes, crop_box), found.iou_preds,
-                         found.stability, found.coral_prob)  # fmt: skip
+        return Proposals(
+            masks,
+            uncrop_boxes_xyxy(found.boxes, crop_box),
+            found.iou_preds,
+            found.stability,
+            found.coral_prob,
+        )
 
     def _remove_small_regions(self, proposals: Proposals) -> Proposals:
         """segment-anything's clean-up (fill small holes, drop small islands, then box NMS),
@@ -221,6 +274,12 @@ class CoralMaskGenerator:
                 min(by1 + 2, height),
             )
             window = mask[ya:yb, xa:xb]
+            ring = (ya < by0, yb > by1 + 1, xa < bx0, xb > bx1 + 1)  # top, bottom, left, right
+            if _small_region_reaches_ring(window, ring, area):
+                # that background region may be large outside the window: decide on the
+                # whole image, exactly as segment-anything does (rare: small boxes)
+                ya, yb, xa, xb = 0, height, 0, width
+                window = mask
             window, holes_changed = remove_small_regions(window, area, mode="holes")
             window, islands_changed = remove_small_regions(window, area, mode="islands")
             masks[index, ya:yb, xa:xb] = window
@@ -228,8 +287,12 @@ class CoralMaskGenerator:
         cleaned = torch.from_numpy(masks).to(self.device)
         boxes_t = batched_mask_to_box(cleaned)
         scores = torch.tensor(changed_scores, device=self.device)
-        keep = batched_nms(boxes_t.float(), scores, torch.zeros(len(scores), device=self.device),
-                           iou_threshold=self.settings.box_nms_thresh)  # fmt: skip
+        keep = batched_nms(
+            boxes_t.float(),
+            scores,
+            torch.zeros(len(scores), device=self.device),
+            iou_threshold=self.settings.box_nms_thresh,
+        )
         result = Proposals(
             cleaned, boxes_t, proposals.iou_preds, proposals.stability, proposals.coral_prob
         )

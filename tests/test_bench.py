@@ -26,3 +26,13 @@ def test_semantic_bench_smallest_setting(capsys):
         assert {r["model"] for r in result["rows"]} == set(semantic_bench.CONFIGS)
         assert all(r["median_s"] > 0 for r in result["rows"])
     assert '"benchmark": "semantic_segmentor"' in capsys.readouterr().out
+
+
+def test_generator_bench_smallest_setting(capsys):
+    import generator_bench
+
+    result = generator_bench.main(
+        image_size=64, points_per_side=2, crop_n_layers=0, tiny=True, warmup=0, repeats=1
+    )
+    assert result["stock_masks"] == result["our_masks"] and result["worst_best_iou"] >= 0.99
+    assert result["speedup"] > 0 and '"benchmark": "generator"' in capsys.readouterr().out

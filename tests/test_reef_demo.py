@@ -1,4 +1,5 @@
 import itertools
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -61,3 +62,25 @@ def test_genera_differ_in_colour_so_a_model_can_learn_them():
     means = {genus: np.concatenate(p).mean(axis=0) for genus, p in pixels.items()}
     for a, b in itertools.combinations(means, 2):
         assert np.linalg.norm(means[a] - means[b]) > 40, (a, b)
+
+
+def test_a_demo_whose_images_were_deleted_is_made_again(fiftyone, tmp_path):
+    first = create_reef_demo(
+        "test_reef_gone", num_samples=3, image_size=32, image_dir=tmp_path / "a"
+    )
+    for path in first.values("filepath"):
+        Path(path).unlink()  # e.g. the checkout holding them was deleted
+    again = create_reef_demo(
+        "test_reef_gone", num_samples=3, image_size=32, image_dir=tmp_path / "b"
+    )
+    assert all(Path(p).is_file() for p in again.values("filepath"))
+    again.delete()
+
+
+def test_a_foreign_dataset_with_missing_images_is_not_touched(fiftyone, tmp_path):
+    foreign = fiftyone.Dataset("test_reef_foreign")
+    foreign.add_sample(fiftyone.Sample(filepath=str(tmp_path / "gone.jpg")))
+    with pytest.raises(FileExistsError, match="was not made by dataset.reef_demo"):
+        create_reef_demo("test_reef_foreign", num_samples=3, image_dir=tmp_path)
+    assert fiftyone.dataset_exists("test_reef_foreign")
+    foreign.delete()

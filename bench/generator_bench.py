@@ -1,0 +1,113 @@
+"""Proposal generator vs segment-anything's SamAutomaticMaskGenerator, same image and weights.
+
+    python bench/generator_bench.py --device cuda --image-size 1920            # GPU (issue 10)
+    python bench/generator_bench.py --image-size 96 --points-per-side 3 --tiny # CPU smoke setting
+
+Both run the stock algorithm's setting (multimask output, no category filter), so
+the masks must agree: the bench reports the time of each (warm-up, median of the
+repeats, CUDA-synchronised), the speed-up, the mask counts and the worst best-match
+IoU. Weights are random (no checkpoint can be downloaded here) unless
+--checkpoint names a SAM / CoralSCoP ViT-B file. Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fire  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import models  # noqa: E402, F401
+from dataset.reef_demo import render_sample  # noqa: E402
+from models.coralscop import build_coralscop, load_coralscop  # noqa: E402
+from models.mask_generator import CoralMaskGenerator, GeneratorSettings  # noqa: E402
+
+TINY = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
+
+
+def _timed(fn, device: str, warmup: int, repeats: int):
+    result = None
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        result = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - began)
+    return result, seconds
+
+
+def main(
+    device: str = "cpu",
+    image_size: int = 1920,
+    points_per_side: int = 32,
+    crop_n_layers: int = 1,
+    checkpoint: str | None = None,
+    tiny: bool = False,
+    warmup: int = 1,
+    repeats: int = 3,
+) -> dict:
+    from segment_anything import SamAutomaticMaskGenerator
+
+    torch.manual_seed(0)
+    sam = build_coralscop(TINY) if tiny else load_coralscop(checkpoint)[0]
+    sam = sam.to(device).eval()
+    image, _ = render_sample(0, image_size)
+    # random weights give few confident masks: thresholds off keeps both generators busy
+    settings = dict(
+        points_per_side=points_per_side,
+        crop_n_layers=crop_n_layers,
+        pred_iou_thresh=0.0 if checkpoint is None else 0.88,
+        stability_score_thresh=0.0 if checkpoint is None else 0.95,
+        min_mask_region_area=100,
+    )
+    stock = SamAutomaticMaskGenerator(sam, **settings)
+    ours = CoralMaskGenerator(
+        sam, use_category=False, settings=GeneratorSettings(multimask_output=True, **settings)
+    )
+    with torch.inference_mode():
+        stock_out, stock_s = _timed(lambda: stock.generate(image), device, warmup, repeats)
+        ours_out, ours_s = _timed(lambda: ours.generate(image), device, warmup, repeats)
+    stock_masks = [m["segmentation"] for m in stock_out if m["segmentation"].any()]
+    our_masks = [m for m in ours_out.masks.cpu().numpy() if m.any()]
+    worst = 1.0
+    for mask in stock_masks:
+        ious = [
+            np.logical_and(mask, m).sum() / np.logical_or(mask, m).sum() for m in our_masks
+        ] or [0.0]
+        worst = min(worst, float(max(ious)))
+    result = dict(
+        benchmark="generator",
+        device=torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        image_size=image_size,
+        settings=settings,
+        weights=checkpoint or ("random tiny" if tiny else "random ViT-B"),
+        stock_s=round(statistics.median(stock_s), 4),
+        ours_s=round(statistics.median(ours_s), 4),
+        speedup=round(statistics.median(stock_s) / statistics.median(ours_s), 2),
+        stock_masks=len(stock_masks),
+        our_masks=len(our_masks),
+        worst_best_iou=round(worst, 4),
+    )
+    print(f"\ngenerator on {result['device']}, {image_size}px, {result['weights']} weights")
+    print(f"{'generator':28} {'seconds':>9} {'masks':>6}")
+    print(f"{'segment-anything (stock)':28} {result['stock_s']:>9} {result['stock_masks']:>6}")
+    print(f"{'ours (device-resident)':28} {result['ours_s']:>9} {result['our_masks']:>6}")
+    print(f"speed-up {result['speedup']}x; worst best-match IoU {result['worst_best_iou']}")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    fire.Fire(main, serialize=lambda _: None)
