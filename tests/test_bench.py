@@ -36,3 +36,12 @@ def test_generator_bench_smallest_setting(capsys):
     )
     assert result["stock_masks"] == result["our_masks"] and result["worst_best_iou"] >= 0.99
     assert result["speedup"] > 0 and '"benchmark": "generator"' in capsys.readouterr().out
+
+
+def test_train_bench_smallest_setting(capsys):
+    import train_bench
+
+    root = Path(__file__).resolve().parents[1]
+    result = train_bench.main(str(root / "configs/reef_demo_tiny.py"), batch=2, steps=2, warmup=1)
+    assert result["images_per_s"] > 0 and result["crop"] == [224, 224]
+    assert '"benchmark": "train"' in capsys.readouterr().out
