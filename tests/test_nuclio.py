@@ -274,3 +274,41 @@ def test_bad_inputs_name_the_argument_and_leave_no_zip(inputs, tmp_path):
         "no partial zip left"
     )
     assert deploy(tmp_path, "only-one-argument").returncode == 2
+
+
+def test_an_unexpected_failure_answers_500_and_the_function_keeps_serving(monkeypatch, inputs):
+    """Fault injection: the model raises once; the handler answers 500 with the reason, then 200."""
+    import base64
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location("nuclio_main", ROOT / "nuclio" / "main.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    calls = []
+
+    class FlakyModel:
+        classes = ["background", "Acropora"]
+
+        def __call__(self, image):
+            calls.append(image.shape)
+            if len(calls) == 1:
+                raise RuntimeError("CUDA out of memory (injected)")
+            return types.SimpleNamespace(instances=[])
+
+    logged = []
+    logger = types.SimpleNamespace(warn=logged.append, error=logged.append, info=logged.append)
+    context = types.SimpleNamespace(
+        logger=logger,
+        user_data=types.SimpleNamespace(model=FlakyModel()),
+        Response=lambda **kw: types.SimpleNamespace(**kw),
+    )
+    body = json.dumps({"image": base64.b64encode((inputs / "quadrat.jpg").read_bytes()).decode()})
+    failed = main.handler(context, types.SimpleNamespace(body=body))
+    assert (
+        failed.status_code == 500
+        and "CUDA out of memory (injected)" in json.loads(failed.body)["error"]
+    )
+    assert any("Inference failed" in line for line in logged)
+    again = main.handler(context, types.SimpleNamespace(body=body))
+    assert again.status_code == 200 and json.loads(again.body) == []

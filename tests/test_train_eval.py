@@ -16,6 +16,7 @@ import torch
 
 from dataset.prepare import prepare
 from dataset.reef_demo import create_reef_demo
+from models.safe_checkpoint import safe_load
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return safe_load(path)["state_dict"]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(prepared, train
     )
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6, msg=key)
-    state = torch.load(work_dir / "epoch_4.pth", weights_only=False)
+    state = safe_load(work_dir / "epoch_4.pth")
     assert state["meta"]["epoch"] == 4 and state["meta"]["iter"] == 8
 
 
