@@ -23,12 +23,12 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from dataset import IMAGE_SUFFIXES
 from dataset.inference_outputs import OutputConflictError, OutputFolder
 from inferencer import TwoStageInferencer, default_device
 from models.fusion import FusionSettings
 from models.mask_generator import GeneratorSettings
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 log = logging.getLogger("inference")
 
 

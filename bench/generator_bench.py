@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fire  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from timing import time_call  # noqa: E402
 
 import models  # noqa: E402, F401
 from dataset.reef_demo import render_sample  # noqa: E402
@@ -30,22 +30,6 @@ from models.coralscop import build_coralscop, load_coralscop  # noqa: E402
 from models.mask_generator import CoralMaskGenerator, GeneratorSettings  # noqa: E402
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
-
-
-def _timed(fn, device: str, warmup: int, repeats: int):
-    result = None
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        result = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - began)
-    return result, seconds
 
 
 def main(
@@ -77,8 +61,8 @@ def main(
         sam, use_category=False, settings=GeneratorSettings(multimask_output=True, **settings)
     )
     with torch.inference_mode():
-        stock_out, stock_s = _timed(lambda: stock.generate(image), device, warmup, repeats)
-        ours_out, ours_s = _timed(lambda: ours.generate(image), device, warmup, repeats)
+        stock_out, stock_s = time_call(lambda: stock.generate(image), device, warmup, repeats)
+        ours_out, ours_s = time_call(lambda: ours.generate(image), device, warmup, repeats)
     stock_masks = [m["segmentation"] for m in stock_out if m["segmentation"].any()]
     our_masks = [m for m in ours_out.masks.cpu().numpy() if m.any()]
     worst = 1.0

@@ -18,7 +18,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import fire  # noqa: E402
 import torch  # noqa: E402
+from timing import time_call  # noqa: E402
 
 import models  # noqa: E402, F401  (registrations and the mmcv.ops stand-in)
 
@@ -44,25 +44,6 @@ def build(config: Path, device: str) -> torch.nn.Module:
     init_default_scope("mmseg")
     cfg = Config.fromfile(str(config), import_custom_modules=False)
     return revert_sync_batchnorm(MODELS.build(cfg.model)).to(device).eval()
-
-
-def time_call(fn, device: str, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            seconds.append(start.elapsed_time(end) / 1000)
-        else:
-            began = time.perf_counter()
-            fn()
-            seconds.append(time.perf_counter() - began)
-    return seconds
 
 
 def main(
@@ -92,7 +73,7 @@ def main(
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             with torch.no_grad(), autocast:
-                seconds = time_call(call, device, warmup, repeats)
+                _, seconds = time_call(call, device, warmup, repeats)
             peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
             rows.append(
                 dict(

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os.path as osp
 from pathlib import Path
 
+from dataset import IMAGE_SUFFIXES
 from models import mmcv_ops_compat
 
 mmcv_ops_compat.install()
 
 from mmseg.datasets import BaseSegDataset  # noqa: E402
 from mmseg.registry import DATASETS  # noqa: E402
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 
 def read_metainfo(data_root: str | Path) -> dict:

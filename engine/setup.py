@@ -8,9 +8,8 @@ from pathlib import Path
 import torch
 from mmengine.config import Config
 
+from dataset import IMAGE_SUFFIXES
 from dataset.info import INFO_FILE, read_dataset_info
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 
 class DataConfigError(ValueError):

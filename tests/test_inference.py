@@ -170,30 +170,8 @@ def test_min_area_drops_small_instances_and_semantic_regions():
     assert [(i.source, i.label) for i in instances] == []
 
 
-@pytest.fixture(scope="module")
-def semantic_checkpoint(tmp_path_factory):
-    """A randomly initialised checkpoint of the demo config, as train.py would save it."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    init_default_scope("mmseg")
-    cfg = Config.fromfile(str(ROOT / "configs/reef_demo_tiny.py"))
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    path = tmp_path_factory.mktemp("ckpt") / "random.pth"
-    meta = {
-        "dataset_meta": {
-            "classes": cfg.dataset_info["classes"],
-            "palette": cfg.dataset_info["palette"],
-        }
-    }
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, path)
-    return path
-
-
 @pytest.fixture
-def batch(tmp_path, monkeypatch, semantic_checkpoint):
+def batch(tmp_path, monkeypatch, random_semantic_checkpoint):
     from dataset.reef_demo import render_sample
 
     monkeypatch.setattr(coralscop, "SAM_VIT_B", TINY)  # a small SAM keeps the CPU test short
@@ -210,7 +188,7 @@ def batch(tmp_path, monkeypatch, semantic_checkpoint):
         "--segformer-config",
         str(ROOT / "configs/reef_demo_tiny.py"),
         "--segformer-weights",
-        str(semantic_checkpoint),
+        str(random_semantic_checkpoint),
         "--device",
         "cpu",
         "--points-per-side",

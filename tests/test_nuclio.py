@@ -25,29 +25,15 @@ CONFIG = ROOT / "configs" / "reef_demo_tiny.py"
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, random_semantic_checkpoint):
     """A checkpoint of the demo config (random weights, saved as train.py saves them) and a
     randomly initialised CoralSCoP ViT-B with the released checkpoint's exact keys."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    from models.coralscop import build_coralscop
+    from dataset.reef_demo import render_sample
+    from models.coralscop import write_random_checkpoint
 
     tmp = tmp_path_factory.mktemp("deploy")
-    init_default_scope("mmseg")
-    cfg = Config.fromfile(str(CONFIG))
-    torch.manual_seed(0)
-    meta = {
-        "dataset_meta": {
-            "classes": cfg.dataset_info["classes"],
-            "palette": cfg.dataset_info["palette"],
-        }
-    }
-    torch.save({"state_dict": MODELS.build(cfg.model).state_dict(), "meta": meta}, tmp / "best.pth")
-    torch.save(build_coralscop().state_dict(), tmp / "vit_b_coralscop.pth")
-    from dataset.reef_demo import render_sample
-
+    shutil.copy(random_semantic_checkpoint, tmp / "best.pth")
+    write_random_checkpoint(tmp / "vit_b_coralscop.pth")
     image, _ = render_sample(5, 128)
     cv2.imwrite(str(tmp / "quadrat.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return tmp
