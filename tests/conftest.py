@@ -48,15 +48,9 @@ def random_semantic_checkpoint(tmp_path_factory):
     one (state_dict + dataset_meta)."""
     from pathlib import Path
 
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
+    from models.random_checkpoint import write_random_semantic_checkpoint
 
-    init_default_scope("mmseg")
-    cfg = Config.fromfile(str(Path(__file__).resolve().parents[1] / "configs/reef_demo_tiny.py"))
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    meta = {"dataset_meta": {k: cfg.dataset_info[k] for k in ("classes", "palette")}}
-    path = tmp_path_factory.mktemp("semantic_ckpt") / "random.pth"
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, path)
-    return path
+    config = Path(__file__).resolve().parents[1] / "configs/reef_demo_tiny.py"
+    return write_random_semantic_checkpoint(
+        config, tmp_path_factory.mktemp("semantic_ckpt") / "random.pth"
+    )

@@ -45,3 +45,14 @@ def test_train_bench_smallest_setting(capsys):
     result = train_bench.main(str(root / "configs/reef_demo_tiny.py"), batch=2, steps=2, warmup=1)
     assert result["images_per_s"] > 0 and result["crop"] == [224, 224]
     assert '"benchmark": "train"' in capsys.readouterr().out
+
+
+def test_pipeline_bench_smallest_setting(capsys):
+    import pipeline_bench
+
+    result = pipeline_bench.main(num_samples=2, image_size=128, workers="0,1", batches=1)
+    assert [row["workers"] for row in result["loaders"]] == [0, 1]
+    assert all(row["images_per_s"] > 0 and row["batch"] == 4 for row in result["loaders"])
+    # the recipe's crop is timed beside mmseg's RandomCrop, which it replaces
+    assert list(result["replaced_transforms"]) == ["3:CountingRandomCrop"]
+    assert '"benchmark": "train_pipeline"' in capsys.readouterr().out

@@ -2,9 +2,11 @@
 default_scope = "mmseg"
 # `models` registers the DINOv2 backbone, the patch-aligned segmentor and the
 # layer-decay optimizer (and installs the mmcv.ops stand-in before mmseg's models);
-# `dataset.mmseg_dataset` registers CoralDataset; `engine` the metric, hooks and runner.
+# `dataset.mmseg_dataset` registers CoralDataset, `dataset.transforms` the training
+# transforms; `engine` the metric, hooks and runner.
 custom_imports = dict(
-    imports=["models", "dataset.mmseg_dataset", "engine"], allow_failed_imports=False
+    imports=["models", "dataset.mmseg_dataset", "dataset.transforms", "engine"],
+    allow_failed_imports=False,
 )
 env_cfg = dict(
     cudnn_benchmark=True,
