@@ -31,9 +31,14 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on GPUs that support it, plain fp32 elsewhere."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+def _bf16_supported(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _autocast(device: torch.device, enabled: bool | None = None):
+    """bf16 autocast; by default on GPUs that support it, plain fp32 elsewhere."""
+    if enabled is None:
+        enabled = _bf16_supported(device)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -45,9 +50,14 @@ def _test_scale(cfg) -> tuple[int, int] | None:
 
 
 class SemanticSegmenter:
-    """An MMSegmentation model from a config and a checkpoint (loaded with weights_only=True)."""
+    """An MMSegmentation model from a config and a checkpoint (loaded with weights_only=True).
 
-    def __init__(self, config: str, checkpoint: str, device: str | None = None) -> None:
+    bf16: run the model under bf16 autocast (default: where the GPU supports it).
+    """
+
+    def __init__(
+        self, config: str, checkpoint: str, device: str | None = None, bf16: bool | None = None
+    ) -> None:
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
         from mmseg.registry import MODELS
@@ -57,6 +67,7 @@ class SemanticSegmenter:
         cfg = Config.fromfile(config, import_custom_modules=False)
         init_default_scope("mmseg")
         self.device = torch.device(device or default_device())
+        self.bf16 = _bf16_supported(self.device) if bf16 is None else bf16
         self.model = MODELS.build(cfg.model)
         state = safe_load(checkpoint)
         weights = state.get("state_dict", state)
@@ -95,7 +106,7 @@ class SemanticSegmenter:
         )
         sample = SegDataSample(metainfo=meta)
         data = self.model.data_preprocessor(dict(inputs=[tensor], data_samples=[sample]), False)
-        with _autocast(self.device):
+        with _autocast(self.device, self.bf16):
             result = self.model.predict(data["inputs"], data["data_samples"])[0]
         return result.seg_logits.data.float().softmax(0)
 

@@ -1,23 +1,31 @@
-"""Semantic model speed: our DINOv2 backbone vs the guide's mmseg VisionTransformer, side by side.
+"""Semantic model speed: our DINOv2 model vs the guide's mmseg VisionTransformer, side by side.
 
     python bench/semantic_bench.py --part backbone --sizes 518,1036       # CPU, issue 6 figures
-    python bench/semantic_bench.py --part segmentor --sizes 1920 --dtype bf16 --device cuda
+    python bench/semantic_bench.py --part end2end --sizes 1920 --dtype bf16 --device cuda
 
---part backbone times the backbone forward; --part segmentor times the whole
-inference as the config sets it (slide 1280/853), from a normalised image tensor
-to the class logits. Both models come from the project's configs with random
-weights (configs/dinov2_vitb14_coralsegv4_ms_config_segformer.py and
+--part backbone times the backbone forward; --part segmentor the whole inference
+as the config sets it (slide 1280/853), from a normalised image tensor to the
+class logits; --part end2end what a user waits for: from a decoded RGB uint8
+image to the class map on the host, through inferencer.SemanticSegmenter
+(transfer, normalisation, slide inference, softmax, argmax, copy back).
+Both models come from the project's configs with random weights
+(configs/dinov2_vitb14_coralsegv4_ms_config_segformer.py and
 configs/baselines/guide_vit_segformer.py), measured in the same process: warm-up,
 then the median of the repeats (CUDA events on GPUs) and the peak GPU memory.
-Prints a table and one JSON line.
+--dtype sets ours (bf16 autocast or fp32), --guide-dtype the guide's (fp32, as
+the guide ran it). end2end resizes images to the config's test scale (1920 px) as
+inference does; --native-size keeps the given size (quick CPU checks). Prints a
+table and one JSON line.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,45 +54,92 @@ def build(config: Path, device: str) -> torch.nn.Module:
     return revert_sync_batchnorm(MODELS.build(cfg.model)).to(device).eval()
 
 
+def _end2end_segmenter(config: Path, device: str, bf16: bool, workdir: Path, native: bool):
+    """The inference code's semantic model, with random weights saved as train.py saves them.
+
+    native: skip the config's test-time resize (to 1920 px), for quick runs at small sizes."""
+    from inferencer import SemanticSegmenter
+    from models.random_checkpoint import write_random_semantic_checkpoint
+
+    checkpoint = write_random_semantic_checkpoint(config, workdir / f"{config.stem}.pth")
+    segmenter = SemanticSegmenter(str(config), str(checkpoint), device, bf16=bf16)
+    if native:
+        segmenter.scale = None
+    return segmenter
+
+
+def _end2end_call(segmenter, size: int):
+    """From a decoded RGB image to the class map on the host."""
+    import numpy as np
+
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return lambda: segmenter.predict_probs(image).argmax(0).to(torch.uint8).cpu().numpy()
+
+
 def main(
     part: str = "backbone",
     sizes=(518, 1036),
     device: str = "cpu",
     dtype: str = "fp32",
+    guide_dtype: str = "fp32",
+    native_size: bool = False,
     warmup: int = 1,
     repeats: int = 3,
 ) -> dict:
     """Time each model at each size; returns the figures."""
     if isinstance(sizes, int):
         sizes = (sizes,)
-    autocast = torch.autocast(
-        device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16"
-    )
+    dtypes = dict(zip(CONFIGS, (dtype, guide_dtype), strict=True))
     rows = []
-    for name, config in CONFIGS.items():
-        model = build(config, device)
-        for size in sizes:
-            image = torch.randn(1, 3, size, size, device=device)
-            meta = [dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))]
-            if part == "backbone":
-                call = lambda m=model, x=image: m.backbone(x)  # noqa: E731
-            else:
-                call = lambda m=model, x=image, meta=meta: m.inference(x, meta)  # noqa: E731
-            if device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            with torch.no_grad(), autocast:
-                _, seconds = time_call(call, device, warmup, repeats)
-            peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-            rows.append(
-                dict(
-                    model=name,
-                    size=size,
-                    median_s=round(statistics.median(seconds), 4),
-                    runs_s=[round(s, 4) for s in seconds],
-                    peak_gib=peak,
-                )
+    workdir = Path(tempfile.mkdtemp(prefix="semantic-bench-"))
+    try:
+        for name, config in CONFIGS.items():
+            bf16 = dtypes[name] == "bf16"
+            autocast = torch.autocast(
+                device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16
             )
-        del model
+            if part == "end2end":
+                segmenter = _end2end_segmenter(config, device, bf16, workdir, native_size)
+                model = segmenter.model
+            else:
+                model = build(config, device)
+            for size in sizes:
+                if part == "end2end":
+                    call = _end2end_call(segmenter, size)
+                else:
+                    image = torch.randn(1, 3, size, size, device=device)
+                    meta = [
+                        dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))
+                    ]
+                    if part == "backbone":
+                        call = lambda m=model, x=image: m.backbone(x)  # noqa: E731
+                    else:
+                        call = lambda m=model, x=image, meta=meta: m.inference(x, meta)  # noqa: E731
+                if device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
+                with torch.no_grad(), autocast:
+                    _, seconds = time_call(call, device, warmup, repeats)
+                peak = (
+                    round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                    if device.startswith("cuda")
+                    else None
+                )
+                rows.append(
+                    dict(
+                        model=name,
+                        dtype=dtypes[name],
+                        size=size,
+                        median_s=round(statistics.median(seconds), 4),
+                        runs_s=[round(s, 4) for s in seconds],
+                        peak_gib=peak,
+                    )
+                )
+            del model, call
+            segmenter = None
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     for size in sizes:
         ours, guide = (
             next(r for r in rows if r["size"] == size and r["model"] == n) for n in CONFIGS
@@ -98,15 +153,16 @@ def main(
     result = dict(
         benchmark=f"semantic_{part}",
         device=device_name,
-        dtype=dtype,
         torch=torch.__version__,
         rows=rows,
     )
-    print(f"\n{part} forward, {dtype}, {device_name} (median of {repeats}, after {warmup} warm-up)")
-    print(f"{'model':34} {'size':>6} {'seconds':>9} {'speed-up':>9}")
+    print(f"\n{part}, {device_name} (median of {repeats}, after {warmup} warm-up)")
+    print(f"{'model':34} {'dtype':>5} {'size':>6} {'seconds':>9} {'peak GiB':>9} {'speed-up':>9}")
     for r in rows:
         print(
-            f"{r['model']:34} {r['size']:>6} {r['median_s']:>9} {r.get('speedup_vs_guide', ''):>9}"
+            f"{r['model']:34} {r['dtype']:>5} {r['size']:>6} {r['median_s']:>9} "
+            f"{r['peak_gib'] if r['peak_gib'] is not None else '-':>9} "
+            f"{r.get('speedup_vs_guide', ''):>9}"
         )
     print(json.dumps(result))
     return result

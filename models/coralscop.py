@@ -35,6 +35,8 @@ from .safe_checkpoint import safe_load
 log = logging.getLogger(__name__)
 
 SAM_VIT_B = dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11))
+# a SAM small enough for CPU tests and the benchmarks' smoke runs (random weights only)
+SAM_TINY = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
 IMAGE_SIZE, PATCH_SIZE, PROMPT_DIM = 1024, 16, 256
 CATEGORY_PREFIX = "mask_decoder.cate_"
 

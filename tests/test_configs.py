@@ -71,6 +71,23 @@ def test_patch_aligned_segmentor_crops_logits_back_instead_of_stretching():
     torch.testing.assert_close(logits, reference[..., :75, :101])
 
 
+@pytest.mark.parametrize("slide_batch", [1, 3, 8])
+def test_batched_slide_inference_equals_mmseg_slide_inference(slide_batch):
+    from mmseg.models.segmentors import EncoderDecoder
+
+    cfg = Config.fromfile(str(ROOT / "configs/reef_demo_tiny.py"))
+    cfg.model.test_cfg = dict(mode="slide", crop_size=(56, 70), stride=(40, 45))
+    model = build(cfg).eval()
+    images = torch.randn(2, 3, 100, 130)  # 3 x 3 windows, two images: batched across both
+    meta = dict(img_shape=(100, 130), ori_shape=(100, 130), pad_shape=(100, 130))
+    with torch.no_grad():
+        reference = EncoderDecoder.slide_inference(model, images, [dict(meta), dict(meta)])
+        model.test_cfg.slide_batch = slide_batch
+        logits = model.slide_inference(images, [dict(meta), dict(meta)])
+    assert len(model.slide_windows(100, 130)) == 9
+    torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+
+
 def test_layer_decay_scales_learning_rates_by_depth():
     from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
 

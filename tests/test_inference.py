@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from models import coralscop
-from models.coralscop import SamCheckpointError, build_coralscop, load_coralscop
+from models.coralscop import SAM_TINY, SamCheckpointError, build_coralscop, load_coralscop
 from models.fusion import FusionSettings, fuse
 from models.mask_generator import CoralMaskGenerator, GeneratorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
+TINY = SAM_TINY
 # few prompts, every filter off: a random tiny SAM still proposes masks
 FEW_POINTS = dict(
     points_per_side=2,

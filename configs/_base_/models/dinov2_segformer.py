@@ -38,5 +38,6 @@ model = dict(
         ),
     ),
     train_cfg=dict(),
-    test_cfg=dict(mode="slide", crop_size=(1280, 1280), stride=(853, 853)),
+    # slide_batch: the four windows of a 1920 px quadrat in one forward pass
+    test_cfg=dict(mode="slide", crop_size=(1280, 1280), stride=(853, 853), slide_batch=4),
 )
