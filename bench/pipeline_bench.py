@@ -123,7 +123,7 @@ def time_loader(cfg, data_root: Path, workers: int, batches: int) -> dict:
     loader_cfg.persistent_workers = workers > 0
     loader = Runner.build_dataloader(loader_cfg, seed=0)
     batch_size = loader_cfg.batch_size
-    batch_iter = iter(_endless(loader))
+    batch_iter = iter(endless(loader))
     began = time.perf_counter()
     next(batch_iter)  # the workers' start-up and the first batch
     first = time.perf_counter() - began
@@ -139,7 +139,8 @@ def time_loader(cfg, data_root: Path, workers: int, batches: int) -> dict:
     )
 
 
-def _endless(loader):
+def endless(loader):
+    """Batches without end: the loader again after each epoch."""
     while True:
         yield from loader
 

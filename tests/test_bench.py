@@ -89,3 +89,49 @@ def test_two_stage_bench_smallest_setting(capsys):
     # random weights make instances from the semantic map's regions at least
     assert result["instances"] > 0
     assert '"benchmark": "two_stage"' in capsys.readouterr().out
+
+
+def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = dict(os.environ, SMOKE="1", PYTHON=sys.executable)
+    done = subprocess.run(
+        ["bash", "bench/gpu_session.sh", str(out)], cwd=root, env=env, capture_output=True
+    )
+    assert done.returncode == 0, done.stdout.decode()[-3000:]
+    runs = [json.loads(line)["run"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert runs == [
+        "semantic_end2end", "train_b4", "train_b4_fused", "train_b8_checkpointing",
+        "two_stage", "generator", "pipeline",
+    ]  # fmt: skip
+    targets = (out / "targets.txt").read_text()
+    assert targets.count("CPU figure, not a target run") == 6
+    assert "0 of 8 targets met" in targets and (out / "device.txt").is_file()
+
+
+def test_check_targets_verdicts():
+    from check_targets import check
+
+    gpu = "NVIDIA H100 80GB HBM3"
+    results = [
+        dict(run="semantic_end2end", device=gpu, rows=[
+            dict(model="ours (timm DINOv2, SDPA)", median_s=0.062, speedup_vs_guide=12.5),
+            dict(model="guide (mmseg VisionTransformer)", median_s=0.775),
+        ]),
+        dict(run="train_b4", device=gpu, images_per_s=18.0, peak_gib=14.2),
+        dict(run="generator", device=gpu, speedup=6.0, stock_masks=40, our_masks=39,
+             worst_best_iou=1.0),
+    ]  # fmt: skip
+    verdicts = {target.name: verdict for target, _, verdict in check(results)}
+    assert verdicts["semantic 1920 px, end to end, bf16"] == "met"
+    assert verdicts["semantic speed-up vs the guide (fp32)"] == "met"
+    assert verdicts["training, batch 4, data loading included"] == "MISSED"
+    assert verdicts["training peak memory, batch 4"] == "met"
+    assert verdicts["training peak memory, batch 8, checkpointing"] == "not measured"
+    assert verdicts["generator speed-up vs segment-anything"] == "met"
+    # a different mask count fails the equality target whatever the IoU
+    assert verdicts["generator masks match (worst best-match IoU)"] == "MISSED"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Every GPU figure of bench/RESULTS.md in one device call (about 8 minutes on an H100).
+#
+#   bash bench/gpu_session.sh OUT_DIR
+#
+# Built for the project's offline GPU machine: when a .gpu-wheels folder came along
+# (../shared/gpu/wheelhouse.sh builds it), its wheels are installed into .gpu-site
+# first. Each benchmark runs under its own time limit, so one that hangs or fails is
+# logged and the rest still run; the exit status is non-zero when any failed.
+# OUT_DIR receives session.log (everything printed), results.jsonl (one JSON line
+# per benchmark), targets.txt (bench/check_targets.py's table) and device.txt.
+# SMOKE=1 runs the same benchmarks in their smallest setting on the CPU.
+set -uo pipefail
+out=${1:?usage: bash bench/gpu_session.sh OUT_DIR}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+python=${PYTHON:-python3}
+if [ -d .gpu-wheels ]; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --target .gpu-site .gpu-wheels/*.whl \
+    || { echo "installing .gpu-wheels failed" | tee -a "$out/session.log"; exit 1; }
+  export PYTHONPATH=$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+{
+  date -u +"%Y-%m-%d %H:%M UTC"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  "$python" -c "import torch, timm, mmengine, mmseg, segment_anything, cv2, numpy
+print('torch', torch.__version__, 'cuda', torch.version.cuda, '| timm', timm.__version__,
+      '| mmengine', mmengine.__version__, '| mmseg', mmseg.__version__,
+      '| opencv', cv2.__version__, '| numpy', numpy.__version__)"
+  echo "cpu cores: $(nproc)"
+} >"$out/device.txt" 2>&1
+cat "$out/device.txt" | tee -a "$out/session.log"
+
+failed=()
+bench() {  # bench NAME SECONDS SCRIPT ARGS...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name: $*" | tee -a "$out/session.log"
+  local started=$SECONDS
+  timeout "$limit" "$python" "$@" >"$out/.run.log" 2>&1
+  local status=$?
+  cat "$out/.run.log" >>"$out/session.log"
+  grep '^{"benchmark"' "$out/.run.log" | sed "s/^{/{\"run\": \"$name\", /" >>"$out/results.jsonl"
+  tail -n 12 "$out/.run.log" | grep -v '^{'
+  echo "=== $name: exit $status after $((SECONDS - started)) s" | tee -a "$out/session.log"
+  [ "$status" -eq 0 ] || failed+=("$name")
+}
+config=configs/dinov2_vitb14_coralsegv4_ms_config_segformer.py
+if [ "${SMOKE:-0}" = 1 ]; then  # the same runs, tiny and on the CPU (tests/test_bench.py)
+  semantic=(--device cpu --sizes 42 --native-size --warmup 0 --repeats 1)
+  train=(configs/reef_demo_tiny.py --device cpu --data folder --folder-samples 2
+         --folder-image-size 128 --workers 0 --steps 2 --warmup 0)
+  train_b8=("${train[@]}" --checkpointing)
+  two_stage=(--device cpu --tiny --image-size 96 --points-per-side 3 --crop-n-layers 0
+             --warmup 0 --repeats 1)
+  generator=(--device cpu --tiny --image-size 64 --points-per-side 2 --crop-n-layers 0
+             --warmup 0 --repeats 1)
+  pipeline=(--num-samples 2 --image-size 128 --workers 0 --batches 1)
+else
+  semantic=(--device cuda --sizes 1920 --warmup 2 --repeats 10)
+  train=($config --device cuda --amp --batch 4 --data folder --steps 20 --warmup 4)
+  train_b8=($config --device cuda --amp --batch 8 --checkpointing --data folder --steps 10
+            --warmup 2)
+  two_stage=(--device cuda --image-size 1920 --warmup 1 --repeats 3)
+  generator=(--device cuda --image-size 1920 --warmup 1 --repeats 2)
+  pipeline=(--workers 0,4,8 --batches 12)
+fi
+bench semantic_end2end 180 bench/semantic_bench.py --part end2end --dtype bf16 "${semantic[@]}"
+bench train_b4 150 bench/train_bench.py "${train[@]}"
+bench train_b4_fused 150 bench/train_bench.py "${train[@]}" --fused
+bench train_b8_checkpointing 150 bench/train_bench.py "${train_b8[@]}"
+bench two_stage 180 bench/two_stage_bench.py "${two_stage[@]}"
+bench generator 240 bench/generator_bench.py "${generator[@]}"
+bench pipeline 120 bench/pipeline_bench.py "${pipeline[@]}"
+rm -f "$out/.run.log"
+"$python" bench/check_targets.py "$out/results.jsonl" >"$out/targets.txt" 2>&1 \
+  || failed+=(check_targets)
+tee -a "$out/session.log" <"$out/targets.txt"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed: ${failed[*]}" | tee -a "$out/session.log"
+  exit 1
+fi
