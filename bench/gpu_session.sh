@@ -15,9 +15,10 @@ out=${1:?usage: bash bench/gpu_session.sh OUT_DIR}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 python=${PYTHON:-python3}
-if [ -d .gpu-wheels ]; then
-  "$python" -m pip install -q --no-index --no-deps --no-compile --target .gpu-site .gpu-wheels/*.whl \
-    || { echo "installing .gpu-wheels failed" | tee -a "$out/session.log"; exit 1; }
+wheels=${WHEELS-.gpu-wheels}  # WHEELS= (empty): use the environment as it is
+if [ -n "$wheels" ] && [ -d "$wheels" ]; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --target .gpu-site "$wheels"/*.whl \
+    || { echo "installing $wheels failed" | tee -a "$out/session.log"; exit 1; }
   export PYTHONPATH=$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 {
@@ -50,18 +51,22 @@ if [ "${SMOKE:-0}" = 1 ]; then  # the same runs, tiny and on the CPU (tests/test
   train=(configs/reef_demo_tiny.py --device cpu --data folder --folder-samples 2
          --folder-image-size 128 --workers 0 --steps 2 --warmup 0)
   train_b8=("${train[@]}" --checkpointing)
+  no_thresholds=(--pred-iou-thresh 0 --stability-score-thresh 0)
   two_stage=(--device cpu --tiny --image-size 96 --points-per-side 3 --crop-n-layers 0
-             --warmup 0 --repeats 1)
+             --warmup 0 --repeats 1 "${no_thresholds[@]}")
   generator=(--device cpu --tiny --image-size 64 --points-per-side 2 --crop-n-layers 0
-             --warmup 0 --repeats 1)
+             --warmup 0 --repeats 1 "${no_thresholds[@]}")
   pipeline=(--num-samples 2 --image-size 128 --workers 0 --batches 1)
 else
   semantic=(--device cuda --sizes 1920 --warmup 2 --repeats 10)
   train=($config --device cuda --amp --batch 4 --data folder --steps 20 --warmup 4)
   train_b8=($config --device cuda --amp --batch 8 --checkpointing --data folder --steps 10
             --warmup 2)
-  two_stage=(--device cuda --image-size 1920 --warmup 1 --repeats 3)
-  generator=(--device cuda --image-size 1920 --warmup 1 --repeats 2)
+  # SAM_CHECKPOINT: real CoralSCoP weights, where the machine has them (random otherwise)
+  sam=(${SAM_CHECKPOINT:+--checkpoint "$SAM_CHECKPOINT"})
+  two_stage=(--device cuda --image-size 1920 --warmup 1 --repeats 3
+             ${SAM_CHECKPOINT:+--sam-checkpoint "$SAM_CHECKPOINT"})
+  generator=(--device cuda --image-size 1920 --warmup 1 --repeats 3 "${sam[@]}")
   pipeline=(--workers 0,4,8 --batches 12)
 fi
 bench semantic_end2end 180 bench/semantic_bench.py --part end2end --dtype bf16 "${semantic[@]}"

@@ -1,17 +1,18 @@
 """Two-stage inference per image: semantic model, CoralSCoP proposals, fusion.
 
     python bench/two_stage_bench.py --device cuda --image-size 1920       # issue 10 target
-    python bench/two_stage_bench.py --tiny --image-size 96 --points-per-side 3 --crop-n-layers 0
+    python bench/two_stage_bench.py --tiny --image-size 96 --points-per-side 3 --crop-n-layers 0 \
+        --pred-iou-thresh 0 --stability-score-thresh 0
 
 Times what `inference_with_coralscop.py` runs for one image, through the same
 TwoStageInferencer: a decoded 1920 px reef quadrat in, instances and the class
 map out (the files are not written). The whole call, and each stage on its own
 (semantic to the host class map, proposals, fusion), with warm-up, median of the
 repeats and CUDA events on GPUs, plus peak GPU memory. Weights are random unless
---semantic-checkpoint / --sam-checkpoint name real ones; with a random SAM, whose
-predicted IoUs mean nothing, the thresholds are turned off so every prompt's
-mask goes through the filters, NMS and fusion (more work than real weights make:
-the mask count is in the output). --tiny uses configs/reef_demo_tiny.py and a
+--semantic-checkpoint / --sam-checkpoint name real ones. The generator runs
+CoralSCoP's settings; a random SAM makes noise that its thresholds reject (see
+bench/generator_bench.py), so with random weights the proposals stage times the
+model work alone: the proposal count is in the output. --tiny uses configs/reef_demo_tiny.py and a
 tiny SAM (CPU smoke runs). Prints a table and one JSON line.
 """
 
@@ -50,6 +51,8 @@ def main(
     sam_checkpoint: str | None = None,
     points_per_side: int = 32,
     crop_n_layers: int = 1,
+    pred_iou_thresh: float = GeneratorSettings.pred_iou_thresh,
+    stability_score_thresh: float = GeneratorSettings.stability_score_thresh,
     tiny: bool = False,
     warmup: int = 1,
     repeats: int = 3,
@@ -63,9 +66,12 @@ def main(
     try:
         if semantic_checkpoint is None:
             semantic_checkpoint = write_random_semantic_checkpoint(config, workdir / "random.pth")
-        generator = GeneratorSettings(points_per_side=points_per_side, crop_n_layers=crop_n_layers)
-        if sam_checkpoint is None:
-            generator.pred_iou_thresh = generator.stability_score_thresh = 0.0
+        generator = GeneratorSettings(
+            points_per_side=points_per_side,
+            crop_n_layers=crop_n_layers,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+        )
         inferencer = TwoStageInferencer(
             str(config),
             str(semantic_checkpoint),

@@ -35,8 +35,16 @@ def test_generator_bench_smallest_setting(capsys):
     import generator_bench
 
     result = generator_bench.main(
-        image_size=64, points_per_side=2, crop_n_layers=0, tiny=True, warmup=0, repeats=1
+        image_size=64,
+        points_per_side=2,
+        crop_n_layers=0,
+        pred_iou_thresh=0,
+        stability_score_thresh=0,
+        tiny=True,
+        warmup=0,
+        repeats=1,
     )
+    assert result["stock_masks"] > 0
     assert result["stock_masks"] == result["our_masks"] and result["worst_best_iou"] >= 0.99
     assert result["speedup"] > 0 and '"benchmark": "generator"' in capsys.readouterr().out
 
@@ -81,7 +89,14 @@ def test_two_stage_bench_smallest_setting(capsys):
     import two_stage_bench
 
     result = two_stage_bench.main(
-        image_size=96, points_per_side=3, crop_n_layers=0, tiny=True, warmup=0, repeats=1
+        image_size=96,
+        points_per_side=3,
+        crop_n_layers=0,
+        pred_iou_thresh=0,
+        stability_score_thresh=0,
+        tiny=True,
+        warmup=0,
+        repeats=1,
     )
     stages = ("semantic_class_map_s", "proposals_s", "fusion_s")
     assert all(result[key] > 0 for key in ("total_s", *stages))
@@ -98,7 +113,7 @@ def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "out"
-    env = dict(os.environ, SMOKE="1", PYTHON=sys.executable)
+    env = dict(os.environ, SMOKE="1", PYTHON=sys.executable, WHEELS="")
     done = subprocess.run(
         ["bash", "bench/gpu_session.sh", str(out)], cwd=root, env=env, capture_output=True
     )
@@ -126,6 +141,11 @@ def test_check_targets_verdicts():
         dict(run="generator", device=gpu, speedup=6.0, stock_masks=40, our_masks=39,
              worst_best_iou=1.0),
     ]  # fmt: skip
+    no_masks = dict(run="generator", device=gpu, speedup=3.0, stock_masks=0, our_masks=0,
+                    worst_best_iou=1.0)  # fmt: skip
+    verdicts = {target.name: verdict for target, _, verdict in check([no_masks])}
+    assert verdicts["generator masks match (worst best-match IoU)"] == "not measured"
+    assert verdicts["generator speed-up vs segment-anything"] == "MISSED"
     verdicts = {target.name: verdict for target, _, verdict in check(results)}
     assert verdicts["semantic 1920 px, end to end, bf16"] == "met"
     assert verdicts["semantic speed-up vs the guide (fp32)"] == "met"
