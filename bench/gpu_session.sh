@@ -57,6 +57,7 @@ if [ "${SMOKE:-0}" = 1 ]; then  # the same runs, tiny and on the CPU (tests/test
   generator=(--device cpu --tiny --image-size 64 --points-per-side 2 --crop-n-layers 0
              --warmup 0 --repeats 1 "${no_thresholds[@]}")
   pipeline=(--num-samples 2 --image-size 128 --workers 0 --batches 1)
+  cleanup=(--masks 4 --size 128 --warmup 0 --repeats 1)
 else
   semantic=(--device cuda --sizes 1920 --warmup 2 --repeats 10)
   train=($config --device cuda --amp --batch 4 --data folder --steps 20 --warmup 4)
@@ -68,6 +69,7 @@ else
              ${SAM_CHECKPOINT:+--sam-checkpoint "$SAM_CHECKPOINT"})
   generator=(--device cuda --image-size 1920 --warmup 1 --repeats 3 "${sam[@]}")
   pipeline=(--workers 0,4,8 --batches 12)
+  cleanup=(--device cuda)
 fi
 bench semantic_end2end 180 bench/semantic_bench.py --part end2end --dtype bf16 "${semantic[@]}"
 bench train_b4 150 bench/train_bench.py "${train[@]}"
@@ -75,6 +77,7 @@ bench train_b4_fused 150 bench/train_bench.py "${train[@]}" --fused
 bench train_b8_checkpointing 150 bench/train_bench.py "${train_b8[@]}"
 bench two_stage 180 bench/two_stage_bench.py "${two_stage[@]}"
 bench generator 240 bench/generator_bench.py "${generator[@]}"
+bench cleanup 90 bench/cleanup_bench.py "${cleanup[@]}"
 bench pipeline 120 bench/pipeline_bench.py "${pipeline[@]}"
 rm -f "$out/.run.log"
 "$python" bench/check_targets.py "$out/results.jsonl" >"$out/targets.txt" 2>&1 \

@@ -256,46 +256,52 @@ class CoralMaskGenerator:
         )
 
     def _remove_small_regions(self, proposals: Proposals) -> Proposals:
-        """segment-anything's clean-up (fill small holes, drop small islands, then box NMS),
-        each mask processed inside its box plus a one-pixel border, in one host round trip."""
+        """segment-anything's clean-up (fill small holes, drop small islands, then box NMS).
+
+        Only a mask's box plus a one-pixel border can change, so only that window goes
+        to the host and back, and the new box comes from the window: no whole-image
+        copy or scan per mask. The masks are cleaned in place.
+        """
         area = self.settings.min_mask_region_area
-        masks = proposals.masks.cpu().numpy()
+        masks = proposals.masks
         height, width = masks.shape[1:]
         boxes = proposals.boxes.cpu().numpy().astype(int)
-        changed_scores = []
-        for index, (mask, (bx0, by0, bx1, by1)) in enumerate(zip(masks, boxes, strict=True)):
-            if not mask.any():  # its box is degenerate, and there is nothing to clean
-                changed_scores.append(1.0)
+        new_boxes = np.zeros_like(boxes)
+        scores, nonempty = [], []
+        for index, (bx0, by0, bx1, by1) in enumerate(boxes):
+            ya, yb = max(by0 - 1, 0), min(by1 + 2, height)
+            xa, xb = max(bx0 - 1, 0), min(bx1 + 2, width)
+            window = masks[index, ya:yb, xa:xb].cpu().numpy()
+            if not window.any():  # an empty mask (its box is all zeros): nothing to clean
+                scores.append(1.0)
+                nonempty.append(False)
                 continue
-            xa, ya, xb, yb = (
-                max(bx0 - 1, 0),
-                max(by0 - 1, 0),
-                min(bx1 + 2, width),
-                min(by1 + 2, height),
-            )
-            window = mask[ya:yb, xa:xb]
             ring = (ya < by0, yb > by1 + 1, xa < bx0, xb > bx1 + 1)  # top, bottom, left, right
             if _small_region_reaches_ring(window, ring, area):
                 # that background region may be large outside the window: decide on the
                 # whole image, exactly as segment-anything does (rare: small boxes)
                 ya, yb, xa, xb = 0, height, 0, width
-                window = mask
-            window, holes_changed = remove_small_regions(window, area, mode="holes")
-            window, islands_changed = remove_small_regions(window, area, mode="islands")
-            masks[index, ya:yb, xa:xb] = window
-            changed_scores.append(0.0 if (holes_changed or islands_changed) else 1.0)
-        cleaned = torch.from_numpy(masks).to(self.device)
-        boxes_t = batched_mask_to_box(cleaned)
-        scores = torch.tensor(changed_scores, device=self.device)
+                window = masks[index].cpu().numpy()
+            cleaned, holes_changed = remove_small_regions(window, area, mode="holes")
+            cleaned, islands_changed = remove_small_regions(cleaned, area, mode="islands")
+            changed = holes_changed or islands_changed
+            if changed:
+                masks[index, ya:yb, xa:xb] = torch.from_numpy(cleaned).to(masks.device)
+            scores.append(0.0 if changed else 1.0)
+            rows, cols = np.flatnonzero(cleaned.any(1)), np.flatnonzero(cleaned.any(0))
+            nonempty.append(len(rows) > 0)
+            if len(rows):  # as batched_mask_to_box: inclusive corners, zeros when empty
+                new_boxes[index] = (xa + cols[0], ya + rows[0], xa + cols[-1], ya + rows[-1])
+        device = masks.device
+        boxes_t = torch.as_tensor(new_boxes, dtype=proposals.boxes.dtype, device=device)
         keep = batched_nms(
             boxes_t.float(),
-            scores,
-            torch.zeros(len(scores), device=self.device),
+            torch.tensor(scores, device=device),
+            torch.zeros(len(scores), device=device),
             iou_threshold=self.settings.box_nms_thresh,
         )
+        keep = keep[torch.as_tensor(nonempty, device=device)[keep]]
         result = Proposals(
-            cleaned, boxes_t, proposals.iou_preds, proposals.stability, proposals.coral_prob
+            masks, boxes_t, proposals.iou_preds, proposals.stability, proposals.coral_prob
         )
-        nonempty = result.masks.flatten(1).any(1)
-        keep = keep[nonempty[keep]]
         return result.select(keep)

@@ -65,6 +65,14 @@ def test_generator_bench_mask_matching():
     assert worst_best_match_iou([a], ours[:0]) == 0.0
 
 
+def test_cleanup_bench_smallest_setting(capsys):
+    import cleanup_bench
+
+    result = cleanup_bench.main(masks=6, size=128, warmup=0, repeats=1)
+    assert result["same_masks"] and result["kept"] > 0
+    assert '"benchmark": "cleanup"' in capsys.readouterr().out
+
+
 def test_train_bench_smallest_setting(capsys):
     import train_bench
 
@@ -121,7 +129,7 @@ def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
     runs = [json.loads(line)["run"] for line in (out / "results.jsonl").read_text().splitlines()]
     assert runs == [
         "semantic_end2end", "train_b4", "train_b4_fused", "train_b8_checkpointing",
-        "two_stage", "generator", "pipeline",
+        "two_stage", "generator", "cleanup", "pipeline",
     ]  # fmt: skip
     targets = (out / "targets.txt").read_text()
     assert targets.count("CPU figure, not a target run") == 6

@@ -314,3 +314,56 @@ def test_instances_land_in_fiftyone(batch, fiftyone):
             d.mask is not None and 0 <= d.confidence <= 1 and "unsure" in d for d in detections
         )
     dataset.delete()
+
+
+def _blobs_with_holes_and_islands(count: int, size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((count, size, size), np.uint8)
+    for mask in masks:
+        centre, radius = rng.integers(0, size, 2), int(rng.integers(2, size // 5))
+        angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+        outline = centre + radius * rng.uniform(0.5, 1.0, (24, 1)) * np.stack(
+            [np.cos(angles), np.sin(angles)], 1
+        )
+        cv2.fillPoly(mask, [outline.astype(np.int32)], 1)
+        for _ in range(3):  # small holes inside, small islands around
+            y, x = np.clip(centre[::-1] + rng.integers(-radius // 2, radius // 2 + 1, 2), 0, size)
+            mask[y : y + 3, x : x + 3] = 0
+            y, x = np.clip(centre[::-1] + rng.integers(-2 * radius, 2 * radius + 1, 2), 0, size)
+            mask[y : y + 2, x : x + 2] = 1
+    # a small cup whose inside opens onto its box's border: inside the window that
+    # background looks like a small hole, in the whole image it is the outside
+    masks[-2] = 0
+    masks[-2, 50:58, 50:52] = masks[-2, 50:58, 56:58] = masks[-2, 56:58, 50:58] = 1
+    masks[-1] = 0  # an empty mask is dropped
+    return masks.astype(bool)
+
+
+def test_small_region_cleanup_equals_whole_image_cleanup():
+    """Window-by-window clean-up gives segment-anything's whole-image result, boxes included."""
+    from segment_anything.utils.amg import batched_mask_to_box, remove_small_regions
+    from torchvision.ops import batched_nms
+
+    from models.mask_generator import Proposals
+
+    area = 80  # more than the cup's window background (60 px)
+    masks = torch.from_numpy(_blobs_with_holes_and_islands(40, 160))
+    generator = CoralMaskGenerator(
+        build_coralscop(TINY), settings=GeneratorSettings(min_mask_region_area=area)
+    )
+    ones = torch.ones(len(masks))
+    ours = generator._remove_small_regions(
+        Proposals(masks.clone(), batched_mask_to_box(masks), ones, ones, ones)
+    )
+    cleaned, scores = [], []
+    for mask in masks.numpy():
+        mask, holes = remove_small_regions(mask, area, mode="holes")
+        mask, islands = remove_small_regions(mask, area, mode="islands")
+        cleaned.append(mask)
+        scores.append(0.0 if holes or islands else 1.0)
+    cleaned = torch.from_numpy(np.stack(cleaned))
+    boxes = batched_mask_to_box(cleaned)
+    keep = batched_nms(boxes.float(), torch.tensor(scores), torch.zeros(len(scores)), 0.7)
+    keep = keep[cleaned[keep].flatten(1).any(1)]
+    assert sum(scores) < len(scores) - 10  # most masks had something to clean
+    assert torch.equal(ours.masks, cleaned[keep]) and torch.equal(ours.boxes, boxes[keep])
