@@ -5,6 +5,12 @@ from pathlib import Path
 
 import pytest
 
+# a tiny random SAM on one crop, every mask through (random weights make no confident
+# masks), one run without warm-up: the SAM benches' smallest setting
+TINY_SAM_THRESHOLDS_OFF = dict(
+    crop_n_layers=0, pred_iou_thresh=0, stability_score_thresh=0, tiny=True, warmup=0, repeats=1
+)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 
@@ -34,16 +40,7 @@ def test_semantic_bench_smallest_setting(capsys):
 def test_generator_bench_smallest_setting(capsys):
     import generator_bench
 
-    result = generator_bench.main(
-        image_size=64,
-        points_per_side=2,
-        crop_n_layers=0,
-        pred_iou_thresh=0,
-        stability_score_thresh=0,
-        tiny=True,
-        warmup=0,
-        repeats=1,
-    )
+    result = generator_bench.main(image_size=64, points_per_side=2, **TINY_SAM_THRESHOLDS_OFF)
     assert result["stock_masks"] > 0
     assert result["stock_masks"] == result["our_masks"] and result["worst_best_iou"] >= 0.99
     assert result["speedup"] > 0 and '"benchmark": "generator"' in capsys.readouterr().out
@@ -96,16 +93,7 @@ def test_pipeline_bench_smallest_setting(capsys):
 def test_two_stage_bench_smallest_setting(capsys):
     import two_stage_bench
 
-    result = two_stage_bench.main(
-        image_size=96,
-        points_per_side=3,
-        crop_n_layers=0,
-        pred_iou_thresh=0,
-        stability_score_thresh=0,
-        tiny=True,
-        warmup=0,
-        repeats=1,
-    )
+    result = two_stage_bench.main(image_size=96, points_per_side=3, **TINY_SAM_THRESHOLDS_OFF)
     stages = ("semantic_class_map_s", "proposals_s", "fusion_s")
     assert all(result[key] > 0 for key in ("total_s", *stages))
     assert result["weights"] == {"semantic": "random", "sam": "random tiny"}
