@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 
@@ -77,7 +78,10 @@ class PatchAlignedEncoderDecoder(EncoderDecoder):
             inputs = F.pad(inputs, (0, pad_w, 0, pad_h))
             ignore = self.decode_head.ignore_index
             for sample in data_samples:
-                sample.gt_sem_seg.data = F.pad(
-                    sample.gt_sem_seg.data, (0, pad_w, 0, pad_h), value=ignore
+                # a new PixelData: mmengine refuses to change the shape of one in place
+                label = sample.gt_sem_seg
+                sample.gt_sem_seg = PixelData(
+                    data=F.pad(label.data, (0, pad_w, 0, pad_h), value=ignore),
+                    metainfo=label.metainfo,
                 )
         return super().loss(inputs, data_samples)

@@ -71,6 +71,36 @@ def test_patch_aligned_segmentor_crops_logits_back_instead_of_stretching():
     torch.testing.assert_close(logits, reference[..., :75, :101])
 
 
+def test_patch_aligned_segmentor_trains_on_crops_that_are_not_whole_patches():
+    """The recipe's 1280 px crops are not a multiple of 14: the loss pads the labels too."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    cfg = Config.fromfile(str(ROOT / "configs/reef_demo_tiny.py"))
+    torch.manual_seed(0)
+    model = build(cfg).eval()  # no dropout: the two losses below must agree
+    inputs = torch.randn(2, 3, 50, 60)  # pads to 56 x 70
+    labels = torch.randint(0, cfg.model.decode_head.num_classes, (2, 1, 50, 60))
+    samples = []
+    for label in labels:
+        sample = SegDataSample(metainfo=dict(img_shape=(50, 60), ori_shape=(50, 60)))
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
+    losses = model.loss(inputs, samples)
+    assert torch.isfinite(losses["decode.loss_ce"])
+    padded = samples[0].gt_sem_seg.data
+    assert padded.shape == (1, 56, 70)
+    assert (padded[:, 50:] == 255).all() and (padded[:, :, 60:] == 255).all()
+    assert torch.equal(padded[:, :50, :60], labels[0])
+    # the padding changes nothing the loss sees: same loss as the aligned input
+    aligned = torch.nn.functional.pad(inputs, (0, 10, 0, 6))
+    again = [SegDataSample(metainfo=dict(img_shape=(56, 70))) for _ in range(2)]
+    for sample, original in zip(again, samples, strict=True):
+        sample.gt_sem_seg = PixelData(data=original.gt_sem_seg.data.clone())
+    aligned_loss = model.loss(aligned, again)["decode.loss_ce"]
+    torch.testing.assert_close(aligned_loss, losses["decode.loss_ce"])
+
+
 @pytest.mark.parametrize("slide_batch", [1, 3, 8])
 def test_batched_slide_inference_equals_mmseg_slide_inference(slide_batch):
     from mmseg.models.segmentors import EncoderDecoder
