@@ -10,9 +10,14 @@
 # OUT_DIR receives session.log (everything printed), results.jsonl (one JSON line
 # per benchmark), targets.txt (bench/check_targets.py's table) and device.txt.
 # SMOKE=1 runs the same benchmarks in their smallest setting on the CPU.
+# BUDGET_S=N: the whole session must end within N seconds (a device call's limit):
+# each benchmark's limit is cut to what is left, and one that cannot start in time
+# is logged as skipped (and counts as failed). The runs go most important first.
+# RUNS="train_b4 profile": only the runs named (a second call on the same lease).
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_session.sh OUT_DIR}
 mkdir -p "$out"
+: >>"$out/results.jsonl"  # a session that measures nothing still gets its table
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 python=${PYTHON:-python3}
 wheels=${WHEELS-.gpu-wheels}  # WHEELS= (empty): use the environment as it is
@@ -33,9 +38,22 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, '| timm', timm.__v
 cat "$out/device.txt" | tee -a "$out/session.log"
 
 failed=()
+budget=${BUDGET_S:-0}
 bench() {  # bench NAME SECONDS SCRIPT ARGS...
   local name=$1 limit=$2; shift 2
-  echo "=== $name: $*" | tee -a "$out/session.log"
+  if [ -n "${RUNS:-}" ] && [[ " $RUNS " != *" $name "* ]]; then
+    return
+  fi
+  if [ "$budget" -gt 0 ]; then  # keep 15 s for check_targets
+    local left=$((budget - SECONDS - 15))
+    if [ "$left" -lt 20 ]; then
+      echo "=== $name: skipped, ${left} s left of BUDGET_S=$budget" | tee -a "$out/session.log"
+      failed+=("$name(skipped)")
+      return
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
+  echo "=== $name (limit $limit s): $*" | tee -a "$out/session.log"
   local started=$SECONDS
   timeout "$limit" "$python" "$@" >"$out/.run.log" 2>&1
   local status=$?
@@ -53,9 +71,12 @@ if [ "${SMOKE:-0}" = 1 ]; then  # the same runs, tiny and on the CPU (tests/test
   train_b8=("${train[@]}" --checkpointing)
   no_thresholds=(--pred-iou-thresh 0 --stability-score-thresh 0)
   two_stage=(--device cpu --tiny --image-size 96 --points-per-side 3 --crop-n-layers 0
-             --warmup 0 --repeats 1 "${no_thresholds[@]}")
+             --warmup 0 --repeats 1)
   generator=(--device cpu --tiny --image-size 64 --points-per-side 2 --crop-n-layers 0
              --warmup 0 --repeats 1 "${no_thresholds[@]}")
+  generator_no_filters=("${generator[@]}")
+  profile=(--device cpu --tiny --image-size 96 --points-per-side 3 --crop-n-layers 0 --warmup 0
+           --rows 5)
   pipeline=(--num-samples 2 --image-size 128 --workers 0 --batches 1)
   cleanup=(--masks 4 --size 128 --warmup 0 --repeats 1)
 else
@@ -65,20 +86,30 @@ else
             --warmup 2)
   # SAM_CHECKPOINT: real CoralSCoP weights, where the machine has them (random otherwise)
   sam=(${SAM_CHECKPOINT:+--checkpoint "$SAM_CHECKPOINT"})
-  two_stage=(--device cuda --image-size 1920 --warmup 1 --repeats 3
+  two_stage=(--device cuda --image-size 1920 --warmup 1 --repeats ${TWO_STAGE_REPEATS:-3}
              ${SAM_CHECKPOINT:+--sam-checkpoint "$SAM_CHECKPOINT"})
   generator=(--device cuda --image-size 1920 --warmup 1 --repeats 3 "${sam[@]}")
+  # both generators do the full work on every proposal (upsampling, clean-up, NMS): with
+  # random weights that is noise, so a lighter grid keeps segment-anything's RLE in bounds
+  no_thresholds=(--pred-iou-thresh 0 --stability-score-thresh 0)
+  generator_no_filters=(--device cuda --image-size 1920 --points-per-side 8 --crop-n-layers 0
+                        --warmup 1 --repeats 2 "${no_thresholds[@]}" "${sam[@]}")
+  profile=(--device cuda)
   pipeline=(--workers 0,4,8 --batches 12)
   cleanup=(--device cuda)
 fi
-bench semantic_end2end 180 bench/semantic_bench.py --part end2end --dtype bf16 "${semantic[@]}"
-bench train_b4 150 bench/train_bench.py "${train[@]}"
-bench train_b4_fused 150 bench/train_bench.py "${train[@]}" --fused
-bench train_b8_checkpointing 150 bench/train_bench.py "${train_b8[@]}"
-bench two_stage 180 bench/two_stage_bench.py "${two_stage[@]}"
-bench generator 240 bench/generator_bench.py "${generator[@]}"
-bench cleanup 90 bench/cleanup_bench.py "${cleanup[@]}"
-bench pipeline 120 bench/pipeline_bench.py "${pipeline[@]}"
+bench semantic_end2end 150 bench/semantic_bench.py --part end2end --dtype bf16 "${semantic[@]}"
+bench train_b4 120 bench/train_bench.py "${train[@]}"
+bench two_stage 120 bench/two_stage_bench.py "${two_stage[@]}"
+bench generator 150 bench/generator_bench.py "${generator[@]}"
+bench train_b8_checkpointing 120 bench/train_bench.py "${train_b8[@]}"
+bench semantic_end2end_fp32 120 bench/semantic_bench.py --part end2end --dtype fp32 "${semantic[@]}"
+bench generator_no_filters 90 bench/generator_bench.py "${generator_no_filters[@]}"
+bench profile 90 bench/gpu_profile.py "${profile[@]}"
+bench two_stage_no_filters 90 bench/two_stage_bench.py "${two_stage[@]}" "${no_thresholds[@]}"
+bench train_b4_fused 120 bench/train_bench.py "${train[@]}" --fused
+bench cleanup 60 bench/cleanup_bench.py "${cleanup[@]}"
+bench pipeline 90 bench/pipeline_bench.py "${pipeline[@]}"
 rm -f "$out/.run.log"
 "$python" bench/check_targets.py "$out/results.jsonl" >"$out/targets.txt" 2>&1 \
   || failed+=(check_targets)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+# gpu_session.sh stops a benchmark past its limit with SIGTERM: print where it was
+# (to the process's own stderr; under pytest's capture sys.stderr has no file)
+with contextlib.suppress(AttributeError, OSError, ValueError):
+    faulthandler.register(signal.SIGTERM, file=sys.__stderr__, all_threads=True, chain=True)
 
 
 def time_call(
