@@ -99,8 +99,11 @@ class SemanticSegmenter:
 
         height, width = image_rgb.shape[:2]
         resized = self._resized(image_rgb)
-        # the data preprocessor expects BGR (as mmcv loads images) and converts to RGB
-        tensor = torch.from_numpy(np.ascontiguousarray(resized[..., ::-1])).permute(2, 0, 1)
+        # The data preprocessor expects BGR (as mmcv loads images) and converts to RGB.
+        # The image goes to the device as it is and is reordered there: flipping the
+        # channels of a 1920 px image on the host took ~30 ms, a third of the GPU call.
+        pixels = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
+        tensor = pixels.permute(2, 0, 1).flip(0)
         meta = dict(
             ori_shape=(height, width), img_shape=resized.shape[:2], pad_shape=resized.shape[:2]
         )

@@ -402,3 +402,27 @@ def test_small_region_cleanup_equals_segment_anythings():
     nonempty = stock_masks.flatten(1).any(1)  # ours also drops masks the clean-up emptied
     assert torch.equal(ours.masks, stock_masks[nonempty])
     assert torch.equal(ours.boxes, stock["boxes"][nonempty])
+
+
+def test_semantic_segmenter_matches_mmseg_inference_on_the_same_image(random_semantic_checkpoint):
+    """Our upload (RGB to the device, reordered there) gives mmseg's own result: its
+    inference_model with the config's test pipeline on the image as BGR (as mmcv reads it)."""
+    from mmengine.config import Config
+    from mmseg.apis import inference_model, init_model
+
+    from inferencer import SemanticSegmenter
+
+    config = str(ROOT / "configs/reef_demo_tiny.py")
+    segmenter = SemanticSegmenter(config, str(random_semantic_checkpoint), "cpu", bf16=False)
+    # an asymmetric image in colour: a swapped channel order changes the logits
+    rgb = np.random.default_rng(5).integers(0, 256, (150, 90, 3), dtype=np.uint8)
+    rgb[:40, :, 0] = 255
+    probs = segmenter.predict_probs(rgb)
+
+    cfg = Config.fromfile(config, import_custom_modules=False)
+    reference = init_model(cfg, None, device="cpu")
+    reference.load_state_dict(segmenter.model.state_dict())
+    expected = inference_model(reference, np.ascontiguousarray(rgb[..., ::-1]))
+    torch.testing.assert_close(probs, expected.seg_logits.data.softmax(0), rtol=1e-4, atol=1e-5)
+    swapped = segmenter.predict_probs(np.ascontiguousarray(rgb[..., ::-1]))
+    assert not torch.allclose(swapped, probs, atol=1e-3)
