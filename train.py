@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from mmengine.config import DictAction
@@ -23,8 +24,10 @@ from engine.setup import (
     default_work_dir,
     enable_amp,
     load_config,
+    plan_backbone_weights,
     set_launcher,
 )
+from models.dinov2_checkpoint import PretrainedUnavailableError
 from models.safe_checkpoint import UnsafeCheckpointError
 
 
@@ -62,6 +65,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)  # fmt: skip
 
 
+def _weights_checkpoint(args: argparse.Namespace, cfg) -> str | None:
+    """The checkpoint whose weights replace the backbone's starting weights, if any."""
+    if args.resume:
+        if args.resume != "auto":
+            return args.resume
+        from mmengine.runner import find_latest_checkpoint
+
+        return find_latest_checkpoint(cfg.work_dir) if os.path.isdir(cfg.work_dir) else None
+    return args.load_from or cfg.get("load_from")  # e.g. the fine config's coarse model
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = logging.getLogger("coral")
@@ -82,8 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         cfg.resume = True
         cfg.load_from = None if args.resume == "auto" else args.resume
+    try:
+        level, weights = plan_backbone_weights(cfg, args.config, _weights_checkpoint(args, cfg))
+    except PretrainedUnavailableError as exc:
+        log.error("%s", exc)
+        return 1
     add_hook(cfg, dict(type="BestCheckpointLinkHook"))
     runner = CoralRunner.from_cfg(cfg)
+    if weights:
+        runner.logger.log(level, weights)  # in the run's log file too
     try:
         runner.train()
     except (ConfigMismatchError, UnsafeCheckpointError, FileNotFoundError) as exc:

@@ -18,7 +18,9 @@ dataset_info = dataset_class_info(data_root, taxonomy)
 use_class_weights = False
 
 model = dict(
-    backbone=dict(pretrained=None),  # e.g. "facebook/dinov2-base" or a local folder / .pth
+    # DINOv2's weights: a hub id (fetched once into the Hugging Face cache), or offline a
+    # local .pth / .safetensors file or model folder
+    backbone=dict(pretrained="facebook/dinov2-base"),
     decode_head=dict(
         num_classes=dataset_info["num_classes"],
         loss_decode=dict(class_weight=dataset_info["class_weights"] if use_class_weights else None),

@@ -21,7 +21,8 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(arch=dict(_delete_=True, embed_dim=96, depth=4, num_heads=3),
                   out_indices=[0, 1, 2, 3],
-                  drop_path_rate=0.0),
+                  drop_path_rate=0.0,
+                  pretrained=None),  # on purpose: no DINOv2 weights exist at this size
     decode_head=dict(in_channels=[96] * 4, channels=64, num_classes=dataset_info["num_classes"],
                      norm_cfg=dict(type="BN", requires_grad=True)),
     test_cfg=dict(mode="whole"),

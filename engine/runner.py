@@ -14,6 +14,10 @@ from mmseg.registry import RUNNERS
 
 from models.safe_checkpoint import load_weights, safe_load
 
+# Keys that only choose starting weights: a resumed run loads all weights from its
+# checkpoint, so they may differ (train.py drops pretrained when resuming).
+INIT_ONLY_KEYS = ("backbone.pretrained", "backbone.init_cfg")
+
 
 class ConfigMismatchError(ValueError):
     """The checkpoint to resume was trained with another model config."""
@@ -35,7 +39,7 @@ def model_config_differences(saved_cfg_text: str, current: Config) -> list[str]:
     return [
         f"model.{k}: {before.get(k)!r} -> {after.get(k)!r}"
         for k in keys
-        if before.get(k) != after.get(k)
+        if before.get(k) != after.get(k) and not k.startswith(INIT_ONLY_KEYS)
     ]
 
 

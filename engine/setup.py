@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -115,3 +116,32 @@ def enable_amp(cfg: Config) -> str:
 def add_hook(cfg: Config, hook: dict) -> None:
     hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") != hook["type"]]
     cfg.custom_hooks = [*hooks, hook]
+
+
+def plan_backbone_weights(cfg: Config, config: str, checkpoint: str | None) -> tuple[int, str]:
+    """Where the DINOv2 backbone's starting weights come from: (log level, message).
+
+    checkpoint: the --load-from or --resume file whose weights replace the backbone's;
+    the config's pretrained weights are then not loaded (so no download is needed).
+    Otherwise a hub id is fetched into huggingface_hub's cache (or found there
+    offline) before any work starts; PretrainedUnavailableError says how to pass a
+    local copy. pretrained=None trains from random weights, with a warning.
+    """
+    from models.dinov2_checkpoint import locate_pretrained
+
+    backbone = cfg.model.get("backbone", {})
+    if backbone.get("type") != "DINOv2":
+        return logging.DEBUG, ""
+    if checkpoint:
+        backbone.pretrained = None
+        return logging.INFO, f"Backbone weights come from {checkpoint}"
+    source = backbone.get("pretrained")
+    if not source:
+        return logging.WARNING, (
+            f"model.backbone.pretrained is None in {config}: the DINOv2 backbone starts from "
+            "RANDOM weights (meant for the tiny demo and tests). To fine-tune DINOv2, set it to "
+            "'facebook/dinov2-base' or a local file or folder."
+        )
+    path = locate_pretrained(source)
+    where = "" if str(path) == str(source) else f" ({path})"
+    return logging.INFO, f"Backbone starts from the DINOv2 weights {source}{where}"

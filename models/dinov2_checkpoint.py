@@ -28,41 +28,63 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded into the backbone; the message says why."""
 
 
+class PretrainedUnavailableError(CheckpointError):
+    """The pretrained weights named in the config are neither on disk nor reachable."""
+
+
 def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file, a Hugging Face folder, or a hub id (facebook/dinov2-base)."""
-    path = Path(source).expanduser()
+    path = locate_pretrained(source)
     if path.is_dir():
         for name in HF_WEIGHT_FILES:
             if (path / name).is_file():
                 return read_state_dict(path / name)
         raise CheckpointError(f"{path} holds none of {HF_WEIGHT_FILES}")
-    if path.is_file():
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-            return load_file(str(path))
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "module"):
-            if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
-                loaded = loaded[key]
-        return loaded
-    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(source)):
-        return read_state_dict(_download_from_hub(str(source)))
-    raise CheckpointError(
+        return load_file(str(path))
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    return loaded
+
+
+def is_hub_id(source: str | Path) -> bool:
+    return bool(re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(source)))
+
+
+def locate_pretrained(source: str | Path) -> Path:
+    """The local file or folder of `source`: a path as given, or for a hub id the snapshot
+    folder in huggingface_hub's cache (fetched there once; found there offline)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    if is_hub_id(source):
+        return _download_from_hub(str(source))
+    raise PretrainedUnavailableError(
         f"Pretrained weights {str(source)!r} not found: give a .pth/.bin/.safetensors file, "
         "a Hugging Face model folder, or a hub id such as facebook/dinov2-base."
     )
 
 
 def _download_from_hub(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
     try:
+        # offline, huggingface_hub returns the cached snapshot when there is one
         folder = snapshot_download(repo_id, allow_patterns=["*.json", *HF_WEIGHT_FILES])
     except Exception as exc:  # offline, unknown id, no permission: all need the same advice
-        raise CheckpointError(
-            f"Could not fetch {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-            "Offline machines: download the model folder elsewhere and give its path."
+        raise PretrainedUnavailableError(
+            f"Could not get the DINOv2 weights {repo_id!r}: they are not in the Hugging Face "
+            f"cache ({constants.HF_HUB_CACHE}) and the hub could not be reached "
+            f"({type(exc).__name__}: {exc}).\nTo work offline, give a local copy: on a machine "
+            f"with network run `hf download {repo_id} --local-dir dinov2-weights` (or fetch "
+            "Meta's dinov2_vitb14_pretrain.pth), copy it here and add\n"
+            "  --cfg-options model.backbone.pretrained=/path/to/dinov2-weights\n"
+            "to the train command (a folder, .pth, .bin or .safetensors file), or copy a "
+            "filled hub cache and point HF_HUB_CACHE at it."
         ) from exc
     return Path(folder)
 

@@ -54,3 +54,57 @@ def random_semantic_checkpoint(tmp_path_factory):
     return write_random_semantic_checkpoint(
         config, tmp_path_factory.mktemp("semantic_ckpt") / "random.pth"
     )
+
+
+# Deterministic training: no random augmentation, no dropout, fixed seed, shuffling
+# seeded per epoch. Then an interrupted + resumed run must end where an
+# uninterrupted one does.
+TEST_CONFIG = """
+_base_ = ["{root}/configs/reef_demo_tiny.py"]
+data_root = "{data_root}"
+fixed = [
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations"),
+    dict(type="Resize", scale=(112, 112), keep_ratio=True),
+    dict(type="PackSegInputs"),
+]
+model = dict(data_preprocessor=dict(size=(112, 112)), decode_head=dict(dropout_ratio=0.0,
+             num_classes={num_classes}))
+train_dataloader = dict(num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=fixed))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=fixed))
+test_dataloader = dict(num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root=data_root, pipeline=fixed))
+train_cfg = dict(max_epochs=4, val_interval=2)
+default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=-1), logger=dict(interval=1))
+randomness = dict(seed=0, deterministic=False)
+"""
+
+
+@pytest.fixture(scope="module")
+def prepared(fiftyone, tmp_path_factory):
+    """The reef example at 112 px (train 8, val 2, test 2), prepared at both taxonomy levels,
+    with a deterministic training config for each (TEST_CONFIG)."""
+    from pathlib import Path
+
+    from dataset.prepare import prepare
+    from dataset.reef_demo import create_reef_demo
+    from settings import Settings
+
+    repo = Path(__file__).resolve().parents[1]
+    tmp = tmp_path_factory.mktemp("train")
+    create_reef_demo("train_test_reef_fo", num_samples=12, image_size=112, image_dir=tmp / "images")
+    fine = prepare(
+        "train_test_reef_fo", Settings(data_root=tmp / "prepared", image_size=112, num_workers=1)
+    )
+    coarse = prepare(
+        "train_test_reef_fo",
+        Settings(data_root=tmp / "prepared", image_size=112, num_workers=1, taxonomy="coarse"),
+    )
+    configs = {}
+    for name, root, classes in (("fine", fine, 17), ("coarse", coarse, 7)):
+        path = tmp / f"test_{name}.py"
+        path.write_text(TEST_CONFIG.format(root=repo, data_root=root, num_classes=classes))
+        configs[name] = str(path)
+    return dict(tmp=tmp, fine=fine, coarse=coarse, configs=configs)

@@ -21,8 +21,10 @@ model = dict(
         frozen_stages=-1,
         drop_path_rate=0.1,
         use_checkpoint=False,
-        # a .pth file, a Hugging Face folder, or a hub id such as "facebook/dinov2-base"
-        pretrained=None,
+        # DINOv2's own weights, fetched once into huggingface_hub's cache (offline: a
+        # local .pth / .safetensors file or Hugging Face folder). None trains from
+        # random weights and train.py warns; only the tiny demo does that on purpose.
+        pretrained="facebook/dinov2-base",
     ),
     decode_head=dict(
         type="SegformerHead",
