@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e ".[dev]"
+	@# mmengine and mmcv-lite require opencv-python, fiftyone opencv-python-headless, and both
+	@# write cv2/: keep headless only, then put back the files the removal took from it.
+	@if $(VPY) -m pip show --quiet opencv-python >/dev/null 2>&1; then \
+	  headless=$$($(VPY) -c 'from importlib.metadata import version; print(version("opencv-python-headless"))') && \
+	  $(VPY) -m pip uninstall --quiet --yes opencv-python && \
+	  $(VPY) -m pip install --quiet --force-reinstall --no-deps "opencv-python-headless==$$headless"; \
+	fi
 	@touch $(STAMP)
 	@echo "Installed into $(VENV): $$($(VPY) -c 'import torch, mmseg, mmengine, fiftyone; print(f"torch {torch.__version__}, mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, fiftyone {fiftyone.__version__}")')"
 

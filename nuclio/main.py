@@ -6,56 +6,168 @@ segment_anything/ and the weights under their standard names. CVAT sends
 {"confidence": "0.87", "label": "Acropora", "type": "mask",
  "points": [x1, y1, x2, y2, ...],           # outline polygon (for conv_mask_to_poly)
  "mask": [0, 1, ..., xtl, ytl, xbr, ybr]}   # mask cropped to its box, row by row, then the box
+
+Images are read by dataset/image_io.py, as every tool of the toolkit reads them: in
+the frame CVAT shows (EXIF orientation applied), 16-bit scaled, gray/RGBA/palette as RGB.
+
+A bundle made with `deploy_as_zip.sh --semantic-only` has no SAM weights and sets
+CORAL_SEMANTIC_ONLY=1 in function.yaml: each connected region of a genus in the
+semantic map is then one instance. Any other bundle without vit_b_coralscop.pth
+refuses to start rather than serve masks from untrained SAM weights.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 FUNCTION_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FUNCTION_DIR))
+
+from dataset.image_io import ImageReadError, read_rgb  # noqa: E402  (the bundle's own copy)
+
+if TYPE_CHECKING:
+    from inferencer import InferenceResult
 
 SEGFORMER_WEIGHTS = FUNCTION_DIR / "best_segformer.pth"
 SEGFORMER_CONFIG = FUNCTION_DIR / "best_segformer_config.py"
 SAM_WEIGHTS = FUNCTION_DIR / "vit_b_coralscop.pth"
 # 1920x1920 quadrats are 3.7 MP; anything far above is refused rather than risking the GPU.
 MAX_PIXELS = int(os.environ.get("CORAL_MAX_PIXELS", 40_000_000))
+SEMANTIC_ONLY_VARIABLE = "CORAL_SEMANTIC_ONLY"
 
 
 class BadRequest(ValueError):
     """The request cannot be served; answered with status 400."""
 
 
+def semantic_only_requested() -> bool:
+    """CORAL_SEMANTIC_ONLY from the function's env (deploy_as_zip.sh --semantic-only sets it)."""
+    raw = os.environ.get(SEMANTIC_ONLY_VARIABLE, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{SEMANTIC_ONLY_VARIABLE}={raw!r}: use 1 (semantic only) or 0 (with SAM)")
+
+
+def _require_bundle_files(semantic_only: bool) -> None:
+    for path in (SEGFORMER_CONFIG, SEGFORMER_WEIGHTS):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing from the function bundle; package the model again with "
+                "deploy_as_zip.sh"
+            )
+    if not semantic_only and not SAM_WEIGHTS.is_file():
+        # untrained SAM weights would answer with meaningless masks: refuse to start instead
+        raise FileNotFoundError(
+            f"{SAM_WEIGHTS} is missing: this bundle has no CoralSCoP (SAM) weights. Package "
+            "the model again with deploy_as_zip.sh MODEL_NAME SEGFORMER_WEIGHTS "
+            "SEGFORMER_CONFIG SAM_WEIGHTS, or with deploy_as_zip.sh --semantic-only (sets "
+            f"{SEMANTIC_ONLY_VARIABLE}=1 in function.yaml) to serve each genus region of the "
+            "semantic map as an instance, without SAM"
+        )
+
+
+class SemanticRegions:
+    """The semantic model alone: the fusion rule with no SAM proposal, so each connected
+    region of a genus becomes one instance (models/fusion.py, step 4)."""
+
+    def __init__(self, config: str, weights: str, device: str) -> None:
+        from inferencer import SemanticSegmenter
+        from models.fusion import FusionSettings
+
+        self.semantic = SemanticSegmenter(config, weights, device)
+        self.classes = self.semantic.classes
+        self.fusion = FusionSettings()
+
+    def __call__(self, image_rgb: np.ndarray) -> InferenceResult:
+        import torch
+
+        from inferencer import InferenceResult
+        from models.fusion import fuse
+
+        probs = self.semantic.predict_probs(image_rgb)
+        no_proposals = torch.zeros((0, *probs.shape[1:]), dtype=torch.bool, device=probs.device)
+        instances = fuse(probs, no_proposals, self.fusion)
+        return InferenceResult(instances, probs.argmax(0).to(torch.uint8).cpu().numpy())
+
+
 def init_context(context) -> None:
     import torch
 
-    from inferencer import TwoStageInferencer
-    from models.mask_generator import GeneratorSettings
-
+    semantic_only = semantic_only_requested()
+    try:
+        _require_bundle_files(semantic_only)
+    except FileNotFoundError as exc:
+        context.logger.error(f"The function cannot start: {exc}")
+        raise
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    # CPU deployments may lighten CoralSCoP's prompt grid through the environment.
-    generator = GeneratorSettings(
-        points_per_side=int(os.environ.get("CORAL_SAM_POINTS_PER_SIDE", 32)),
-        crop_n_layers=int(os.environ.get("CORAL_SAM_CROP_N_LAYERS", 1)),
-    )
-    sam = str(SAM_WEIGHTS) if SAM_WEIGHTS.is_file() else None
-    context.logger.info(f"Loading the two-stage model on {device}")
-    model = TwoStageInferencer(str(SEGFORMER_CONFIG), str(SEGFORMER_WEIGHTS), sam, device,
-                               generator=generator)  # fmt: skip
+    if semantic_only:
+        context.logger.info(
+            f"Loading the semantic model on {device}; {SEMANTIC_ONLY_VARIABLE}=1: no SAM, "
+            "each genus region is an instance"
+        )
+        model = SemanticRegions(str(SEGFORMER_CONFIG), str(SEGFORMER_WEIGHTS), device)
+    else:
+        from inferencer import TwoStageInferencer
+        from models.mask_generator import GeneratorSettings
+
+        # CPU deployments may lighten CoralSCoP's prompt grid through the environment.
+        generator = GeneratorSettings(
+            points_per_side=int(os.environ.get("CORAL_SAM_POINTS_PER_SIDE", 32)),
+            crop_n_layers=int(os.environ.get("CORAL_SAM_CROP_N_LAYERS", 1)),
+        )
+        context.logger.info(f"Loading the two-stage model on {device}")
+        model = TwoStageInferencer(str(SEGFORMER_CONFIG), str(SEGFORMER_WEIGHTS),
+                                   str(SAM_WEIGHTS), device, generator=generator)  # fmt: skip
     context.user_data.model = model
     context.logger.info(f"Ready: {len(model.classes) - 1} genera")
 
 
+def _check_size(data: bytes) -> None:
+    """Refuse an oversized image from its size alone, before anything is decoded.
+
+    image_io's header check also reads the EXIF orientation, and for a PNG Pillow decodes
+    every pixel looking for an eXIf chunk after them (PngImageFile.getexif calls load()):
+    a 50 kB PNG of 20000 x 20000 pixels takes 400 MB there. The pixel count does not
+    depend on the orientation, so it is checked first from the bare size."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return  # not a header Pillow reads: read_rgb says what is wrong
+    if width * height > MAX_PIXELS:
+        raise BadRequest(
+            f'"image" has {width * height} pixels ({width} x {height}); the limit is '
+            f"{MAX_PIXELS} pixels (CORAL_MAX_PIXELS in function.yaml): send a smaller image, "
+            "or split it into tiles"
+        )
+
+
+def read_image(data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB in the frame CVAT shows; BadRequest says what is wrong otherwise."""
+    _check_size(data)
+    try:
+        return read_rgb(data, max_pixels=MAX_PIXELS, name='"image"')
+    except ImageReadError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 def decode_image(body) -> tuple[np.ndarray, float]:
+    if body is None or (isinstance(body, bytes | str) and not body.strip()):
+        raise BadRequest('the body is empty; send a JSON object {"image": <base64 image>}')
     if isinstance(body, bytes | str):
         try:
             body = json.loads(body)
@@ -67,19 +179,11 @@ def decode_image(body) -> tuple[np.ndarray, float]:
         data = base64.b64decode(body["image"], validate=True)
     except (binascii.Error, TypeError, ValueError) as exc:
         raise BadRequest(f'"image" is not valid base64: {exc}') from None
-    header = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(header, cv2.IMREAD_COLOR) if len(header) else None
-    if image is None:
-        raise BadRequest('"image" does not decode to an image (JPEG, PNG, TIFF, ...)')
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise BadRequest(
-            f"the image has {image.shape[0] * image.shape[1]} pixels; the limit is {MAX_PIXELS}"
-        )
     try:
         threshold = float(body.get("threshold", 0.0))
     except (TypeError, ValueError):
         raise BadRequest('"threshold" must be a number') from None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), threshold
+    return read_image(data), threshold
 
 
 def outline(mask: np.ndarray) -> list[int]:
@@ -112,14 +216,13 @@ def _respond(context, payload, status: int):
 def handler(context, event):
     try:
         image, threshold = decode_image(event.body)
-    except BadRequest as exc:
-        context.logger.warn(f"Bad request: {exc}")
-        return _respond(context, {"error": str(exc)}, 400)
-    try:
         model = context.user_data.model
         result = model(image)
         instances = [i for i in result.instances if i.score >= threshold]
         return _respond(context, [to_cvat(i, model.classes) for i in instances], 200)
+    except BadRequest as exc:
+        context.logger.warn(f"Bad request: {exc}")
+        return _respond(context, {"error": str(exc)}, 400)
     except Exception as exc:  # answered, logged, and the function keeps serving
         context.logger.error(f"Inference failed: {exc}\n{traceback.format_exc()}")
         return _respond(context, {"error": f"inference failed: {type(exc).__name__}: {exc}"}, 500)

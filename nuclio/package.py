@@ -1,9 +1,14 @@
 """Validate a trained model and package it as a CVAT (Nuclio) function: nuclio.zip.
 
-Called by deploy_as_zip.sh MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG SAM_WEIGHTS.
+Called by deploy_as_zip.sh MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG SAM_WEIGHTS,
+or deploy_as_zip.sh --semantic-only MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG.
 Every input is checked before anything is written; the zip is built under a
 temporary name and moved into place at the end, so a failure leaves no partial
 zip and an existing nuclio.zip is replaced only by a complete one.
+
+A semantic-only bundle has no SAM weights; its function.yaml and function-gpu.yaml
+set CORAL_SEMANTIC_ONLY=1, which is what lets the function start without them
+(nuclio/main.py refuses to start without SAM weights otherwise).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ sys.path.insert(0, str(REPO))
 
 FUNCTION_FILES = ("main.py", "serve.py", "make_payload.py", "function.yaml", "function-gpu.yaml")
 SOURCE_MODULES = ("inferencer.py", "settings.py")
-SOURCE_PACKAGES = ("dataset", "models")
+SOURCE_PACKAGES = ("dataset", "models")  # dataset/ holds image_io.py, the function's reader
 # Kubernetes names: the function is pth-mmseg-<MODEL_NAME>, at most 63 characters.
 NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?")
+SEMANTIC_ONLY_ENV = {"name": "CORAL_SEMANTIC_ONLY", "value": "1"}
 
 
 class PackagingError(ValueError):
@@ -38,8 +44,10 @@ def _readable(path: str, argument: str) -> Path:
     return file
 
 
-def validate(model_name: str, seg_weights: str, seg_config: str, sam_weights: str) -> dict:
-    """Check every input; returns what packaging needs (the resolved config, the classes)."""
+def validate(model_name: str, seg_weights: str, seg_config: str, sam_weights: str | None) -> dict:
+    """Check every input; returns what packaging needs (the resolved config, the classes).
+
+    sam_weights None: a semantic-only bundle (the caller asked for it on purpose)."""
     if not NAME_PATTERN.fullmatch(model_name):
         raise PackagingError(
             f"MODEL_NAME: {model_name!r} is not a valid function name (lower-case letters, "
@@ -47,7 +55,7 @@ def validate(model_name: str, seg_weights: str, seg_config: str, sam_weights: st
         )
     weights = _readable(seg_weights, "SEGFORMER_WEIGHTS")
     config = _readable(seg_config, "SEGFORMER_CONFIG")
-    sam = _readable(sam_weights, "SAM_WEIGHTS")
+    sam = None if sam_weights is None else _readable(sam_weights, "SAM_WEIGHTS")
     from mmengine.config import Config
 
     import models  # noqa: F401  (mmcv.ops stand-in before mmengine builds anything)
@@ -80,20 +88,32 @@ def validate(model_name: str, seg_weights: str, seg_config: str, sam_weights: st
         raise PackagingError(
             f"SEGFORMER_WEIGHTS: {weights} names {len(classes)} classes, expected {num_classes}"
         )
-    try:
-        load_coralscop(sam)
-    except (SamCheckpointError, Exception) as exc:
-        raise PackagingError(f"SAM_WEIGHTS: {sam}: {exc}") from None
+    if sam is not None:
+        try:
+            load_coralscop(sam)
+        except (SamCheckpointError, Exception) as exc:
+            raise PackagingError(f"SAM_WEIGHTS: {sam}: {exc}") from None
     return dict(cfg=cfg, classes=classes, weights=weights, sam=sam)
 
 
-def render_function_yaml(template: Path, model_name: str, classes: list[str]) -> str:
+def render_function_yaml(
+    template: Path, model_name: str, classes: list[str], semantic_only: bool = False
+) -> str:
     import yaml
 
     spec = yaml.safe_load(template.read_text())
     spec["metadata"]["name"] = f"pth-mmseg-{model_name}"
     annotations = spec["metadata"]["annotations"]
-    annotations["name"] = f"{annotations['name']} [{model_name}]"
+    if semantic_only:
+        annotations["name"] = f"{annotations['name']} [{model_name}, semantic only, no SAM]"
+        env = [e for e in spec["spec"].get("env") or [] if not e["name"].startswith("CORAL_SAM_")]
+        spec["spec"]["env"] = [*env, dict(SEMANTIC_ONLY_ENV)]
+        spec["spec"]["description"] = (
+            "Coral genera instances: the connected regions of each genus in a DINOv2 + "
+            "SegFormer semantic map (no SAM)"
+        )
+    else:
+        annotations["name"] = f"{annotations['name']} [{model_name}]"
     labels = [{"id": i, "name": name, "type": "mask"} for i, name in enumerate(classes) if i > 0]
     annotations["spec"] = json.dumps(labels, indent=2)
     spec["spec"]["build"]["image"] = f"cvat.pth.mmseg.{model_name}" + (
@@ -119,10 +139,10 @@ def build_zip(model_name: str, checked: dict, output: Path) -> Path:
             here = Path(__file__).resolve().parent
             for name in FUNCTION_FILES:
                 if name.startswith("function"):
-                    archive.writestr(
-                        f"nuclio/{name}",
-                        render_function_yaml(here / name, model_name, checked["classes"]),
+                    spec = render_function_yaml(
+                        here / name, model_name, checked["classes"], checked["sam"] is None
                     )
+                    archive.writestr(f"nuclio/{name}", spec)
                 else:
                     archive.write(here / name, f"nuclio/{name}")
             for name in SOURCE_MODULES:
@@ -133,13 +153,28 @@ def build_zip(model_name: str, checked: dict, output: Path) -> Path:
             archive.writestr("nuclio/best_segformer_config.py", checked["cfg"].pretty_text)
             # weights do not compress: store them as they are
             archive.write(checked["weights"], "nuclio/best_segformer.pth", zipfile.ZIP_STORED)
-            archive.write(checked["sam"], "nuclio/vit_b_coralscop.pth", zipfile.ZIP_STORED)
+            if checked["sam"] is not None:
+                archive.write(checked["sam"], "nuclio/vit_b_coralscop.pth", zipfile.ZIP_STORED)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; a zip is for sharing
         os.replace(temporary, output)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return output
+
+
+def _sam_argument(sam_weights: str | None, semantic_only: bool) -> str | None:
+    """SAM_WEIGHTS, or None for a semantic-only bundle; never one left out by mistake."""
+    if semantic_only and sam_weights is not None:
+        raise PackagingError(
+            f"SAM_WEIGHTS: {sam_weights} was given with --semantic-only; give one or the other"
+        )
+    if not semantic_only and sam_weights is None:
+        raise PackagingError(
+            "SAM_WEIGHTS: missing. Give the CoralSCoP weights (vit_b_coralscop.pth), or "
+            "--semantic-only to package a function without SAM (one instance per genus region)"
+        )
+    return sam_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,12 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_name")
     parser.add_argument("segformer_weights")
     parser.add_argument("segformer_config")
-    parser.add_argument("sam_weights")
+    parser.add_argument("sam_weights", nargs="?")
+    parser.add_argument(
+        "--semantic-only",
+        action="store_true",
+        help="package without SAM weights: the function serves each genus region of the "
+        "semantic map as an instance (sets CORAL_SEMANTIC_ONLY=1 in function.yaml)",
+    )
     parser.add_argument("--output", type=Path, default=Path("nuclio.zip"))
     args = parser.parse_args(argv)
     try:
+        sam_weights = _sam_argument(args.sam_weights, args.semantic_only)
         checked = validate(
-            args.model_name, args.segformer_weights, args.segformer_config, args.sam_weights
+            args.model_name, args.segformer_weights, args.segformer_config, sam_weights
         )
         zip_path = build_zip(args.model_name, checked, args.output)
     except PackagingError as exc:
@@ -163,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     name, model = f"pth-mmseg-{args.model_name}", args.model_name
     size = zip_path.stat().st_size / 2**20
     deploy = "nuctl deploy --project-name cvat --platform local --verbose --path"
+    served = f"{len(checked['classes']) - 1} genera"
+    if sam_weights is None:
+        served += ", semantic only (no SAM: one instance per genus region)"
     print(
-        f"Created {zip_path} ({size:.1f} MiB): function {name}, "
-        f"{len(checked['classes']) - 1} genera.\n\n"
+        f"Created {zip_path} ({size:.1f} MiB): function {name}, {served}.\n\n"
         "Deploy, option 1 (CVAT's serverless folder):\n"
         f"  unzip {zip_path.name} -d /path/to/cvat/serverless/pytorch/mmseg/{model}/\n"
         f"  cd /path/to/cvat && {deploy} ./serverless/pytorch/mmseg/{model}/nuclio/\n"

@@ -2,18 +2,38 @@
 
 python serve.py [--port 8011]          # in an unpacked bundle's nuclio/ folder
 curl -X POST http://localhost:8011 -H "Content-Type: application/json" -d @test_payload.json
+
+As Nuclio does, the env of function.yaml (e.g. CORAL_SEMANTIC_ONLY of a semantic-only
+bundle) is set before the function starts; a variable set in the shell wins.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def function_env(spec_file: Path = HERE / "function.yaml") -> dict[str, str]:
+    """The variables function.yaml's spec.env gives the function."""
+    if not spec_file.is_file():
+        return {}
+    spec = yaml.safe_load(spec_file.read_text()) or {}
+    return {e["name"]: str(e["value"]) for e in (spec.get("spec") or {}).get("env") or []}
+
+
+# before main is imported: it reads its settings from the environment
+for _name, _value in function_env().items():
+    os.environ.setdefault(_name, _value)
 
 import main  # noqa: E402
 

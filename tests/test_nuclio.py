@@ -77,6 +77,8 @@ def test_bundle_holds_the_guides_files(bundle):
         "models",
         "segment_anything",
     } <= names
+    # the function reads images with the toolkit's reader, from the bundle's own copy
+    assert (bundle / "dataset" / "image_io.py").is_file()
 
 
 def test_function_yaml_follows_cvats_contract(bundle):
@@ -106,7 +108,9 @@ import base64, json, sys
 import cv2, numpy as np
 import nuclio_sdk, nuclio_sdk.test
 import main, models
-assert models.__file__.startswith(sys.argv[2]), models.__file__  # the bundle's own copy
+from dataset import image_io
+for module in (models, image_io):  # the bundle's own copies
+    assert module.__file__.startswith(sys.argv[2]), module.__file__
 platform = nuclio_sdk.test.Platform()
 def call(body):
     return platform.call_handler(main.handler, nuclio_sdk.Event(body=body))
@@ -298,3 +302,100 @@ def test_an_unexpected_failure_answers_500_and_the_function_keeps_serving(monkey
     assert any("Inference failed" in line for line in logged)
     again = main.handler(context, types.SimpleNamespace(body=body))
     assert again.status_code == 200 and json.loads(again.body) == []
+
+
+def _load_package_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nuclio_package", ROOT / "nuclio" / "package.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sam_weights_are_left_out_only_on_purpose(capsys, tmp_path):
+    package = _load_package_module()
+    weights, sam = tmp_path / "best.pth", tmp_path / "sam.pth"
+    assert package.main(["coral", str(weights), str(CONFIG)]) == 1
+    assert "SAM_WEIGHTS: missing" in capsys.readouterr().err
+    assert package.main(["--semantic-only", "coral", str(weights), str(CONFIG), str(sam)]) == 1
+    assert "give one or the other" in capsys.readouterr().err
+    assert not (tmp_path / "nuclio.zip").exists()
+
+
+@pytest.fixture(scope="module")
+def semantic_bundle(tmp_path_factory, random_semantic_checkpoint):
+    """deploy_as_zip.sh --semantic-only: the demo model without SAM weights, unpacked."""
+    from dataset.reef_demo import render_sample
+
+    tmp = tmp_path_factory.mktemp("semantic_only")
+    result = deploy(tmp, "--semantic-only", "reefsemantic", random_semantic_checkpoint, CONFIG)
+    assert result.returncode == 0, result.stderr
+    assert "semantic only (no SAM" in result.stdout
+    with zipfile.ZipFile(tmp / "nuclio.zip") as archive:
+        archive.extractall(tmp / "unpacked")
+    image, _ = render_sample(7, 128)
+    cv2.imwrite(str(tmp / "quadrat.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return tmp / "unpacked" / "nuclio"
+
+
+def test_a_semantic_only_bundle_records_it_in_its_function_yaml(semantic_bundle):
+    assert not (semantic_bundle / "vit_b_coralscop.pth").exists()
+    assert (semantic_bundle / "dataset" / "image_io.py").is_file()
+    for name in ("function.yaml", "function-gpu.yaml"):
+        spec = yaml.safe_load((semantic_bundle / name).read_text())
+        env = {e["name"]: e["value"] for e in spec["spec"]["env"]}
+        assert env["CORAL_SEMANTIC_ONLY"] == "1", name
+        assert not [k for k in env if k.startswith("CORAL_SAM_")], name
+        assert "semantic only, no SAM" in spec["metadata"]["annotations"]["name"]
+    # serve.py (no Nuclio) sets the same env before the function starts; the shell wins
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORAL_")}
+    show = "import os, serve; print(os.environ['CORAL_SEMANTIC_ONLY'], serve.main.MAX_PIXELS)"
+    for shell, expected in (({}, "1 40000000"), ({"CORAL_SEMANTIC_ONLY": "0"}, "0 40000000")):
+        shown = subprocess.run([sys.executable, "-c", show], cwd=semantic_bundle,
+                               env={**env, **shell}, capture_output=True, text=True)  # fmt: skip
+        assert shown.stdout.split() == expected.split(), shown.stderr[-2000:]
+
+
+SEMANTIC_RUNNER = r"""
+import base64, json, os, sys
+import nuclio_sdk, nuclio_sdk.test
+import main
+from dataset import image_io
+assert image_io.__file__.startswith(sys.argv[2]), image_io.__file__
+body = json.dumps({"image": base64.b64encode(open(sys.argv[1], "rb").read()).decode()})
+def call(body):  # a new Platform: init_context runs again
+    return nuclio_sdk.test.Platform().call_handler(main.handler, nuclio_sdk.Event(body=body))
+out = {}
+marker = os.environ.pop("CORAL_SEMANTIC_ONLY")
+try:
+    call(body)
+    out["without_marker"] = "started"
+except FileNotFoundError as exc:
+    out["without_marker"] = str(exc)
+os.environ["CORAL_SEMANTIC_ONLY"] = marker
+response = call(body)
+out["status"], out["items"] = response.status_code, json.loads(response.body)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_a_semantic_only_bundle_serves_and_refuses_without_its_marker(semantic_bundle):
+    (semantic_bundle / "run_semantic.py").write_text(SEMANTIC_RUNNER)
+    spec = yaml.safe_load((semantic_bundle / "function.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("CORAL_")}
+    env.update({e["name"]: str(e["value"]) for e in spec["spec"]["env"]})  # as Nuclio sets it
+    result = subprocess.run(
+        [sys.executable, "run_semantic.py", str(semantic_bundle.parent.parent / "quadrat.png"),
+         str(semantic_bundle)],
+        cwd=semantic_bundle, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT", 1)[1])
+    assert str(semantic_bundle / "vit_b_coralscop.pth") in out["without_marker"]
+    assert "--semantic-only" in out["without_marker"]
+    assert out["status"] == 200 and out["items"], "genus regions come back as instances"
+    for item in out["items"]:
+        xtl, ytl, xbr, ybr = item["mask"][-4:]
+        assert 0 <= xtl <= xbr < 128 and 0 <= ytl <= ybr < 128
+        assert len(item["mask"]) - 4 == (xbr - xtl + 1) * (ybr - ytl + 1)

@@ -1,5 +1,9 @@
+import logging
 import os
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +46,74 @@ def test_flags_override_and_bad_values_name_the_variable(monkeypatch):
     monkeypatch.setenv("CORAL_IMAGE_SIZE", "big")
     with pytest.raises(ValueError, match="CORAL_IMAGE_SIZE='big' is not a valid int"):
         settings.load_settings()
+
+
+FIFTYONE_SESSION = r"""
+import logging, sys
+# as the scripts log: FiftyOne's own handler and this one would each print a warning
+logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+if sys.argv[1] == "settings":
+    import settings  # noqa: F401  (every tool imports it before FiftyOne)
+import fiftyone as fo
+dataset = fo.Dataset()
+dataset.add_sample(fo.Sample(filepath="/nowhere/quadrat.jpg"))
+print("SAMPLES", len(dataset))
+dataset.delete()
+"""
+
+
+def _fiftyone_session(tmp_path, first_import: str, **env: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "session.py"
+    script.write_text(FIFTYONE_SESSION)
+    environment = {**os.environ, "FIFTYONE_DATABASE_DIR": str(tmp_path / "db"), **env}
+    return subprocess.run(
+        [sys.executable, str(script), first_import],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_fiftyone_starts_without_the_oldest_mongodb_warning(tmp_path):
+    quiet = _fiftyone_session(tmp_path, "settings")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "SAMPLES 1" in quiet.stdout
+    assert settings.OLDEST_MONGODB_NOTICE not in quiet.stdout + quiet.stderr
+    # without the project's settings the same session prints it (twice): the check can fail
+    loud = _fiftyone_session(tmp_path, "fiftyone-alone")
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert (loud.stdout + loud.stderr).count(settings.OLDEST_MONGODB_NOTICE) >= 1
+
+
+def test_a_real_database_error_still_surfaces(tmp_path):
+    with socket.socket() as sock:  # a port where no mongod listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=2000"
+    failed = _fiftyone_session(tmp_path, "settings", FIFTYONE_DATABASE_URI=uri)
+    assert failed.returncode != 0
+    assert "Could not connect to `mongod`" in failed.stderr
+
+
+def test_only_the_oldest_version_notice_is_quieted():
+    database_logger = logging.getLogger(settings.FIFTYONE_DATABASE_LOGGER)
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    database_logger.addHandler(handler)
+    try:
+        database_logger.warning(settings.OLDEST_MONGODB_NOTICE + ". Please refer to ...")
+        database_logger.warning("Your MongoDB feature compatibility is greater than your server")
+        database_logger.error("MongoDB error while updating database's feature compatibility")
+    finally:
+        database_logger.removeHandler(handler)
+    assert [(r.levelname, r.getMessage()[:30]) for r in seen] == [
+        ("WARNING", "Your MongoDB feature compatibi"),
+        ("ERROR", "MongoDB error while updating d"),
+    ]
