@@ -86,8 +86,11 @@ def _header(data: bytes, name: str) -> ImageHeader | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            orientation = int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
             kind = image.format or "unknown"
+            # Pillow's PNG reader decodes every pixel looking for an eXIf chunk after the
+            # image data: read the tag only where the header holds one (the spec's place)
+            has_exif = kind != "PNG" or "exif" in image.info
+            orientation = int(image.getexif().get(ORIENTATION_TAG, 1) or 1) if has_exif else 1
     except UnidentifiedImageError:
         return None
     except (OSError, ValueError, SyntaxError) as exc:

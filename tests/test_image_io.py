@@ -145,3 +145,25 @@ def test_failed_writes_raise_and_leave_nothing(tmp_path):
     with pytest.raises(ImageWriteError, match="cannot encode"):
         write_image(tmp_path / "x.unknownformat", image)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_a_png_header_decodes_no_pixel(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "mosaic.png"
+    Image.new("L", (6000, 6000)).save(path)  # 36 MB of pixels in a few kB
+    tracemalloc.start()
+    header = read_header(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert (header.width, header.height) == (6000, 6000)
+    assert peak < 5_000_000
+
+
+def test_png_exif_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.png"
+    Image.fromarray(_pattern()).save(path, exif=exif)
+    assert read_header(path).orientation == 6
+    assert read_rgb(path).shape[:2] == (40, 24)
