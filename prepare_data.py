@@ -13,7 +13,7 @@ import sys
 
 import fire
 
-from dataset.prepare import PrepareError, prepare
+from dataset.prepare import PrepareError, prepare_dataset
 from dataset.taxonomy import UnknownLabelsError
 from settings import load_settings
 
@@ -37,7 +37,8 @@ def main(
         dataset_name: FiftyOne dataset with fo.Polylines and train/val/test tags.
         overwrite: replace an existing prepared folder.
         skip_unsplit: skip samples without exactly one split tag instead of stopping.
-        skip_missing: skip samples whose image cannot be read instead of stopping.
+        skip_missing: prepare the other samples when some image cannot be read (damaged,
+            missing, too large); the run still exits 1 at the end, naming them.
         taxonomy: fine, coarse or a taxonomy .yaml (default CORAL_TAXONOMY).
         image_size: longest side of written images and masks (default CORAL_IMAGE_SIZE).
         data_root: output root (default CORAL_DATA_ROOT).
@@ -56,9 +57,13 @@ def main(
         num_workers=num_workers,
     )
     try:
-        prepare(str(dataset_name), settings, overwrite, skip_unsplit, skip_missing, line_width)
+        prepared = prepare_dataset(
+            str(dataset_name), settings, overwrite, skip_unsplit, skip_missing, line_width
+        )
     except (PrepareError, UnknownLabelsError, FileNotFoundError) as exc:
         logging.getLogger("prepare_data").error("%s", exc)
+        sys.exit(1)
+    if prepared.skipped:  # the dataset is usable, but not everything the user has is in it
         sys.exit(1)
 
 

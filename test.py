@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     runner = CoralRunner.from_cfg(cfg)
     try:
         metrics = runner.test()
-    except (UnsafeCheckpointError, ValueError) as exc:  # ValueError: checkpoint of another model
+    except (UnsafeCheckpointError, ValueError) as exc:
+        # ValueError: a checkpoint of another model, a mask with values that are no class
+        # (LabelValueError), files in the image folder that CoralDataset would not use
         log.error("%s", exc)
         return 1
     if runner.rank == 0:

@@ -28,6 +28,7 @@ import cv2  # noqa: E402
 import fire  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dataset.image_io import write_image  # noqa: E402
 from dataset.prepare import prepare  # noqa: E402
 from dataset.taxonomy import load_taxonomy  # noqa: E402
 from settings import Settings  # noqa: E402
@@ -44,7 +45,7 @@ def make_dataset(workdir: Path, num_samples: int, image_size: int, colonies: int
     for index in range(num_samples):
         path = workdir / "src" / f"quadrat_{index:04d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), np.roll(base, index * 7, axis=1), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        write_image(path, np.roll(base, index * 7, axis=1), [cv2.IMWRITE_JPEG_QUALITY, 90])
         polylines = []
         for _ in range(colonies):
             centre, radius = rng.uniform(0.05, 0.95, 2), rng.uniform(0.01, 0.12)

@@ -44,8 +44,11 @@ def read_metainfo(data_root: str | Path) -> dict:
 class CoralDataset(BaseSegDataset):
     """Images under images/<split>, masks `<stem>.png` under annotations/<split>.
 
-    Images may be JPEG or PNG (prepare_data copies sources it does not resize), so
-    pairs are matched by file stem rather than by a fixed image suffix.
+    Images may be JPEG or PNG (prepare_data writes JPEG sources as .jpg, all others as
+    .png), so pairs are matched by file stem rather than by a fixed image suffix. Every
+    entry of the image folder must become a sample: anything else there (a .webp, a
+    folder, two images sharing a stem) is refused by name rather than silently left
+    out of training.
     """
 
     def __init__(
@@ -70,9 +73,7 @@ class CoralDataset(BaseSegDataset):
                 f"Image folder {img_dir} does not exist; check data_root and data_prefix "
                 "in the config, or run prepare_data.py."
             )
-        images = {
-            p.stem: p for p in sorted(Path(img_dir).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
-        }
+        images = _images_by_stem(Path(img_dir))
         data_list = []
         for stem, image in sorted(images.items()):
             info = dict(
@@ -90,3 +91,24 @@ class CoralDataset(BaseSegDataset):
                 info["seg_map_path"] = seg_map
             data_list.append(info)
         return data_list
+
+
+def _images_by_stem(img_dir: Path) -> dict[str, Path]:
+    """The folder's images by stem; ValueError naming every entry that would not be used."""
+    images: dict[str, Path] = {}
+    unused = []
+    for path in sorted(img_dir.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            unused.append(f"  {path} (not an image file of {', '.join(IMAGE_SUFFIXES)})")
+        elif path.stem in images:
+            unused.append(f"  {path} (same stem as {images[path.stem].name})")
+        else:
+            images[path.stem] = path
+    if unused:
+        raise ValueError(
+            f"{img_dir} holds {len(unused)} entr{'y' if len(unused) == 1 else 'ies'} that "
+            "CoralDataset would leave out of training:\n" + "\n".join(unused) + "\n"
+            "Re-run prepare_data.py --overwrite (it writes every image as .jpg or .png), "
+            "or move these out of the folder."
+        )
+    return images

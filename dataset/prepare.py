@@ -1,15 +1,24 @@
 """FiftyOne dataset of polylines -> MMSegmentation dataset folder (the guide's Step 2).
 
 Layout written under <data_root>/<name without _fo>/:
-    images/{train,val,test}/       images, copied (re-encoded as JPEG only when resized)
+    images/{train,val,test}/       <stem>.jpg (JPEG sources) or <stem>.png (all others)
     annotations/{train,val,test}/  single-channel PNG masks, one class index per pixel
     classes.txt, palette.txt       one class / one "R G B" per line, index order
     dataset_info.py                classes, palette, counts, pixel frequencies, class weights
     manifest.csv                   sample id, source filepath, split, output files
 
+Every source image is decoded with `dataset.image_io` (as CVAT and FiftyOne show it:
+EXIF orientation applied, 16-bit scaled by the bits used, gray/RGBA/palette as RGB),
+so a damaged or oversized file is named here rather than failing training later.
+The image is copied byte for byte only when training would read exactly those
+pixels from the copy: an 8-bit, 3-channel JPEG or PNG without rotation, already at
+the output size. Otherwise it is re-encoded in the displayed frame, with no
+Orientation tag, and the mask is drawn in that same frame.
+
 The whole folder is written under a temporary name next to the target and renamed
 at the end, so an interrupted run leaves no half dataset and the previous output
-intact; replacing an existing folder needs overwrite=True.
+intact; replacing an existing folder needs overwrite=True. A later run removes
+what a killed run left behind.
 """
 
 from __future__ import annotations
@@ -19,27 +28,40 @@ import logging
 import multiprocessing
 import os
 import pprint
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dataset.rasterize import Shape, rasterize
+from dataset.image_io import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    ImageReadError,
+    decode,
+    write_bytes_atomic,
+    write_image,
+)
+from dataset.rasterize import Shape, outside_image, rasterize
 from dataset.taxonomy import Taxonomy, load_taxonomy
 from settings import Settings
 
 SPLITS = ("train", "val", "test")
 MAX_CLASS_WEIGHT = 10.0
 MIN_CLASS_WEIGHT = 0.1
+JPEG_FORMATS = ("JPEG", "MPO")  # Pillow names camera JPEGs with preview images MPO
+JPEG_QUALITY = 95
 
 log = logging.getLogger("prepare_data")
 
@@ -65,7 +87,14 @@ class SampleResult:
     size: tuple[int, int] = (0, 0)  # (width, height) written
     source_size: tuple[int, int] = (0, 0)
     pixel_counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    shapes_outside: int = 0  # shapes wholly outside the image: they paint nothing
     error: str = ""
+
+
+@dataclass
+class Prepared:
+    path: Path
+    skipped: list[str]  # one message per sample left out with skip_missing
 
 
 def output_name(dataset_name: str, taxonomy: str = "fine") -> str:
@@ -83,39 +112,85 @@ def output_size(width: int, height: int, longest_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def pixel_counts(mask: np.ndarray) -> np.ndarray:
+    """Pixels of each value 0-255 of a uint8 mask (int64).
+
+    cv2.calcHist is several times faster than np.bincount, which first widens every
+    pixel to int64; its float32 counts are exact up to 2**24, hence the row blocks."""
+    rows = max(1, 2**24 // max(1, mask.shape[1]))
+    counts = np.zeros(256, np.int64)
+    for start in range(0, mask.shape[0], rows):  # whole rows of a C-ordered mask: contiguous
+        block = mask[start : start + rows]
+        counts += cv2.calcHist([block], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    return counts
+
+
+def _read_source(job: SampleJob) -> tuple[bytes, DecodedImage]:
+    """The file's bytes and its decoded pixels; ImageReadError names the file."""
+    try:
+        data = Path(job.filepath).read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(f"{job.filepath}: no such file") from None
+    except OSError as exc:
+        raise ImageReadError(f"{job.filepath}: cannot read ({exc.strerror or exc})") from None
+    return data, decode(data, DEFAULT_MAX_PIXELS, name=job.filepath)
+
+
+def _copyable(image: DecodedImage, size: tuple[int, int]) -> bool:
+    """mmcv would read from a byte-for-byte copy exactly the pixels decoded here."""
+    header = image.header
+    return (
+        header.format in (*JPEG_FORMATS, "PNG")
+        and image.stored_uint8_bgr
+        and header.orientation == 1
+        and size == (header.width, header.height)
+    )
+
+
+def _write_prepared_image(
+    image_file: Path, data: bytes, image: DecodedImage, size: tuple[int, int]
+) -> None:
+    if _copyable(image, size):
+        write_bytes_atomic(image_file, data)
+        return
+    rgb = image.rgb
+    if size != (rgb.shape[1], rgb.shape[0]):
+        interpolation = cv2.INTER_AREA if size[0] < rgb.shape[1] else cv2.INTER_CUBIC
+        rgb = cv2.resize(rgb, size, interpolation=interpolation)
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if image_file.suffix == ".jpg" else []
+    write_image(image_file, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+
+
 def process_sample(
     job: SampleJob, out_dir: str, image_size: int, line_width: float
 ) -> SampleResult:
-    """Write one image and its mask; failures come back in `error` so the batch goes on."""
+    """Write one image and its mask; unreadable images come back in `error` so the batch
+    goes on. Write failures raise: they stop the run."""
     result = SampleResult(job)
     try:
-        with Image.open(job.filepath) as probe:
-            source_size = probe.size
-    except (OSError, ValueError) as exc:
-        result.error = f"sample {job.sample_id}: cannot read image {job.filepath!r} ({exc})"
+        data, image = _read_source(job)
+    except ImageReadError as exc:  # ImageTooLargeError included
+        result.error = f"sample {job.sample_id}: {exc}"
         return result
+    source_size = (image.header.width, image.header.height)  # as displayed
     width, height = output_size(*source_size, image_size)
-    image_dir = Path(out_dir, "images", job.split)
-    if (width, height) == source_size:
-        image_file = image_dir / f"{job.stem}{Path(job.filepath).suffix.lower()}"
-        shutil.copyfile(job.filepath, image_file)
-    else:
-        image = cv2.imread(job.filepath, cv2.IMREAD_COLOR)
-        if image is None:
-            result.error = f"sample {job.sample_id}: cannot decode image {job.filepath!r}"
-            return result
-        interpolation = cv2.INTER_AREA if width < source_size[0] else cv2.INTER_CUBIC
-        image = cv2.resize(image, (width, height), interpolation=interpolation)
-        image_file = image_dir / f"{job.stem}.jpg"
-        cv2.imwrite(str(image_file), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    suffix = ".jpg" if image.header.format in JPEG_FORMATS else ".png"
+    image_file = Path(out_dir, "images", job.split, f"{job.stem}{suffix}")
+    _write_prepared_image(image_file, data, image, (width, height))
     mask = rasterize(job.shapes, width, height, line_width)
     mask_file = Path(out_dir, "annotations", job.split, f"{job.stem}.png")
-    cv2.imwrite(str(mask_file), mask)
+    write_image(mask_file, mask)
     result.image_file = str(image_file.relative_to(out_dir))
     result.mask_file = str(mask_file.relative_to(out_dir))
     result.size, result.source_size = (width, height), source_size
-    result.pixel_counts = np.bincount(mask.ravel(), minlength=256)
+    result.pixel_counts = pixel_counts(mask)
+    result.shapes_outside = sum(outside_image(s, width, height, line_width) for s in job.shapes)
     return result
+
+
+def _one_thread() -> None:
+    """Workers already fill the cores: OpenCV's own threads would only compete with them."""
+    cv2.setNumThreads(1)
 
 
 def _process(args: tuple) -> SampleResult:
@@ -279,12 +354,12 @@ def write_metadata(
         writer = csv.writer(handle)
         writer.writerow(
             ["sample_id", "source_filepath", "split", "image", "annotation", "width", "height",
-             "source_width", "source_height", "num_shapes"]
+             "source_width", "source_height", "num_shapes", "shapes_outside"]
         )  # fmt: skip
         for r in results:
             writer.writerow(
                 [r.job.sample_id, r.job.filepath, r.job.split, r.image_file, r.mask_file,
-                 *r.size, *r.source_size, len(r.job.shapes)]
+                 *r.size, *r.source_size, len(r.job.shapes), r.shapes_outside]
             )  # fmt: skip
 
 
@@ -296,33 +371,58 @@ def _size_text(results: list[SampleResult]) -> str:
     return " (sizes vary)" if sizes else ""
 
 
-def _run_jobs(jobs, out_dir, settings, line_width, workers, skip_missing) -> list[SampleResult]:
+def _report(result: SampleResult, errors: list[str]) -> bool:
+    """Log one sample's outcome; True when it was written."""
+    if result.error:
+        errors.append(result.error)
+        log.error(result.error)
+        return False
+    if result.shapes_outside:
+        log.warning(
+            "sample %s (%s): %d of %d shape(s) lie wholly outside the image and paint "
+            "nothing; were they drawn on another image or in another orientation?",
+            result.job.sample_id, result.job.filepath, result.shapes_outside,
+            len(result.job.shapes),
+        )  # fmt: skip
+    return True
+
+
+def _run_split(
+    split: str, args: list[tuple], pool, workers: int, errors: list[str]
+) -> list[SampleResult]:
+    log.info("Processing %s split: %d samples", split, len(args))
+    if pool is None:
+        mapped = map(_process, args)
+    else:
+        mapped = pool.map(_process, args, chunksize=max(1, len(args) // (4 * workers)))
+    progress = tqdm(mapped, total=len(args), desc=split, unit="img", disable=not args)
+    done = [result for result in progress if _report(result, errors)]
+    log.info("Created %d semantic masks%s", len(done), _size_text(done))
+    return done
+
+
+def _run_jobs(
+    jobs, out_dir, settings, line_width, workers, skip_missing
+) -> tuple[list[SampleResult], list[str]]:
     results: list[SampleResult] = []
     errors: list[str] = []
     # spawn, not fork: the parent holds FiftyOne's MongoDB client threads
     pool = (
-        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread
+        )
         if workers > 1
         else None
     )
     try:
-        for split in SPLITS:
-            split_jobs = [j for j in jobs if j.split == split]
-            log.info("Processing %s split: %d samples", split, len(split_jobs))
-            args = [(j, str(out_dir), settings.image_size, line_width) for j in split_jobs]
-            if pool is None:
-                mapped = map(_process, args)
-            else:
-                mapped = pool.map(_process, args, chunksize=max(1, len(args) // (4 * workers)))
-            done = []
-            for result in tqdm(mapped, total=len(args), desc=split, unit="img", disable=not args):
-                if result.error:
-                    errors.append(result.error)
-                    log.error(result.error)
-                else:
-                    done.append(result)
-            log.info("Created %d semantic masks%s", len(done), _size_text(done))
-            results += done
+        with logging_redirect_tqdm():  # log lines between progress bars, not inside one
+            for split in SPLITS:
+                args = [
+                    (j, str(out_dir), settings.image_size, line_width)
+                    for j in jobs
+                    if j.split == split
+                ]
+                results += _run_split(split, args, pool, workers, errors)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -331,21 +431,23 @@ def _run_jobs(jobs, out_dir, settings, line_width, workers, skip_missing) -> lis
             f"{len(errors)} sample(s) could not be read (listed above). Fix or remove them, "
             "or pass --skip-missing to prepare the rest."
         )
-    return results
+    return results, errors
 
 
-def prepare(
+def prepare_dataset(
     dataset_name: str,
     settings: Settings,
     overwrite: bool = False,
     skip_unsplit: bool = False,
     skip_missing: bool = False,
     line_width: float = 3.0,
-) -> Path:
-    """Export `dataset_name` as an MMSegmentation dataset folder; returns its path."""
+) -> Prepared:
+    """Export `dataset_name` as an MMSegmentation dataset folder: its path and the samples
+    left out because their image could not be read (only with skip_missing)."""
     started = time.perf_counter()
     taxonomy = load_taxonomy(settings.taxonomy)
     target = Path(settings.data_root) / output_name(dataset_name, taxonomy.name)
+    _clean_leftovers(target)
     if target.exists() and not overwrite:
         raise PrepareError(f"{target} already exists; pass --overwrite to replace it.")
     log.info("Loading FiftyOne dataset: %s", dataset_name)
@@ -358,27 +460,93 @@ def prepare(
     log.info("Converting polylines to semantic masks (%s taxonomy)...", taxonomy.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     workers = settings.num_workers or os.cpu_count() or 1
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=_leftover_prefix(target, "partial"), dir=target.parent))
     try:
         for kind in ("images", "annotations"):
             for split in SPLITS:
                 (staging / kind / split).mkdir(parents=True)
-        results = _run_jobs(jobs, staging, settings, line_width, workers, skip_missing)
-        write_metadata(staging, dataset_name, taxonomy, settings, results)
+        try:
+            results, skipped = _run_jobs(jobs, staging, settings, line_width, workers, skip_missing)
+            write_metadata(staging, dataset_name, taxonomy, settings, results)
+        except OSError as exc:  # ImageWriteError included: a full disk, a lost mount
+            raise PrepareError(
+                f"Could not write the prepared dataset: {exc}. Nothing was changed at {target}; "
+                f"free space in {target.parent} or pass another --data-root."
+            ) from None
         _replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     elapsed = time.perf_counter() - started
     log.info("Dataset prepared at: %s (%d samples in %.1f s)", target, len(results), elapsed)
-    return target
+    if skipped:
+        log.error(
+            "%d sample(s) were left out because their image could not be read (listed above).",
+            len(skipped),
+        )
+    return Prepared(target, skipped)
+
+
+def prepare(
+    dataset_name: str,
+    settings: Settings,
+    overwrite: bool = False,
+    skip_unsplit: bool = False,
+    skip_missing: bool = False,
+    line_width: float = 3.0,
+) -> Path:
+    """`prepare_dataset`, for callers that need only the folder's path."""
+    return prepare_dataset(
+        dataset_name, settings, overwrite, skip_unsplit, skip_missing, line_width
+    ).path
+
+
+def _leftover_prefix(target: Path, kind: str) -> str:
+    """Names of the temporary folders beside the target say whose they are, so that a
+    later run can tell those of a killed run from those of a run still going."""
+    return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _leftover_of_dead_run(path: Path, target: Path) -> str | None:
+    """The kind (partial or old) of a temporary folder of a run on this machine that is no
+    longer alive; None otherwise (a run still going, another machine's run, other files)."""
+    pattern = rf"\.{re.escape(target.name)}\.(?P<kind>partial|old)-(?P<host>.+)-(?P<pid>\d+)-"
+    found = re.match(pattern, path.name)
+    if not found or found["host"] != socket.gethostname():
+        return None  # a run on another machine (shared disk) cannot be checked from here
+    try:
+        os.kill(int(found["pid"]), 0)
+    except ProcessLookupError:
+        return found["kind"]
+    except PermissionError:  # alive, another user's
+        pass
+    return None
+
+
+def _clean_leftovers(target: Path) -> None:
+    """Undo what a killed run left beside the target: its half-written folder, and the
+    previous output if the run died while swapping it for the new one."""
+    if not target.parent.is_dir():
+        return
+    for path in sorted(target.parent.glob(f".{glob_escape(target.name)}.*")):
+        kind = _leftover_of_dead_run(path, target)
+        if kind == "old" and not target.exists():
+            path.rename(target)
+            log.warning("Restored %s, which an interrupted run had moved to %s", target, path)
+        elif kind is not None:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("Removed %s, left by an interrupted run", path)
 
 
 def _replace(staging: Path, target: Path) -> None:
-    """Move the finished folder into place; the old one goes only once the new one is there."""
+    """Move the finished folder into place; the old one goes only once the new one is there.
+
+    A run killed between the two renames leaves the old output as `.<name>.old-...`, which
+    the next run puts back. Once the new folder is in place, the old one takes the staging
+    name, which is always safe to delete (the caller deletes it)."""
     if not target.exists():
         staging.rename(target)
         return
-    retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-    target.rename(retired)
+    retired = Path(tempfile.mkdtemp(prefix=_leftover_prefix(target, "old"), dir=target.parent))
+    target.replace(retired)  # onto the empty folder just made
     staging.rename(target)
-    shutil.rmtree(retired)
+    retired.rename(staging)

@@ -6,6 +6,11 @@ Values are fractions (0.4953), as the guide reports them. Classes absent from
 both ground truth and prediction are left out of the means (NaN), as in mmseg.
 With `output_dir`, the evaluation also writes metrics.json, confusion_matrix.csv
 and a row-normalised confusion_matrix.png there.
+
+Each ground-truth mask is checked here, where its file name is still at hand: a
+value that is neither a class index nor the ignore index (a mask from another
+taxonomy, or drawn by hand) is a `LabelValueError` naming the file, instead of
+pixels counted into another class's cell or a failure deep inside bincount.
 """
 
 from __future__ import annotations
@@ -116,6 +121,26 @@ def _plot_confusion(path: Path, classes: Sequence[str], matrix: np.ndarray) -> N
     plt.close(fig)
 
 
+class LabelValueError(ValueError):
+    """A ground-truth mask holds values that are no class index; the message names it."""
+
+
+def check_label_values(
+    label: torch.Tensor, num_classes: int, ignore_index: int, mask_file: str
+) -> None:
+    """LabelValueError when `label` holds a value >= num_classes other than ignore_index."""
+    bad = (label >= num_classes) & (label != ignore_index)
+    if not bool(bad.any()):
+        return
+    values = torch.unique(label[bad]).tolist()
+    shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if len(values) > 10 else "")
+    raise LabelValueError(
+        f"{mask_file}: label values {shown} in {int(bad.sum())} pixel(s), but the dataset has "
+        f"{num_classes} classes (0-{num_classes - 1}, {ignore_index} = ignore). Is the mask "
+        "from another taxonomy? Re-run prepare_data.py for this dataset, or fix num_classes."
+    )
+
+
 @METRICS.register_module()
 class CoralSegMetric(BaseMetric):
     def __init__(
@@ -135,6 +160,8 @@ class CoralSegMetric(BaseMetric):
         for sample in data_samples:
             pred = sample["pred_sem_seg"]["data"].squeeze(0)
             label = sample["gt_sem_seg"]["data"].squeeze(0).to(pred)
+            mask_file = sample.get("seg_map_path", "a ground-truth mask")
+            check_label_values(label, num_classes, self.ignore_index, mask_file)
             valid = label != self.ignore_index
             index = label[valid].long() * num_classes + pred[valid].long()
             counts = torch.bincount(index, minlength=num_classes**2)

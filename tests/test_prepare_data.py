@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import csv
 import itertools
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
+import mmcv
 import numpy as np
 import pytest
 from matplotlib.path import Path as MplPath
+from PIL import Image, ImageOps
 
+from dataset.image_io import write_image
 from dataset.prepare import PrepareError, output_name, prepare
+from dataset.rasterize import Shape, outside_image, rasterize
 from dataset.taxonomy import UnknownLabelsError, load_taxonomy
 from settings import Settings
 
@@ -28,29 +33,26 @@ def square(x0, y0, x1, y1):
 
 
 @pytest.fixture
-def make_dataset(fiftyone, tmp_path):
-    """make_dataset([(size, tags, [(label, points, closed), ...]), ...]) -> dataset name."""
+def dataset_of_files(fiftyone):
+    """dataset_of_files([(path, tags, [(label, points, closed), ...]), ...]) -> dataset name."""
     fo = fiftyone
     created = []
 
-    def make(samples, image_format="png"):
-        name = f"prep_test_{next(_names)}_fo"
-        rng = np.random.default_rng(0)
-        fo_samples = []
-        for index, (size, tags, shapes) in enumerate(samples):
-            path = tmp_path / "src" / f"{name}_{index:02d}.{image_format}"
-            path.parent.mkdir(exist_ok=True)
-            width, height = size
-            cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
-            polylines = [
-                fo.Polyline(label=label, points=[points], closed=closed, filled=closed)
-                for label, points, closed in shapes
-            ]
-            fo_samples.append(
-                fo.Sample(
-                    filepath=str(path), tags=tags, polylines=fo.Polylines(polylines=polylines)
-                )
+    def make(files, name: str | None = None) -> str:
+        name = name or f"prep_test_{next(_names)}_fo"
+        fo_samples = [
+            fo.Sample(
+                filepath=str(path),
+                tags=tags,
+                polylines=fo.Polylines(
+                    polylines=[
+                        fo.Polyline(label=label, points=[points], closed=closed, filled=closed)
+                        for label, points, closed in shapes
+                    ]
+                ),
             )
+            for path, tags, shapes in files
+        ]
         dataset = fo.Dataset(name)
         dataset.add_samples(fo_samples, progress=False)
         created.append(dataset)
@@ -59,6 +61,25 @@ def make_dataset(fiftyone, tmp_path):
     yield make
     for dataset in created:
         dataset.delete()
+
+
+@pytest.fixture
+def make_dataset(dataset_of_files, tmp_path):
+    """make_dataset([(size, tags, [(label, points, closed), ...]), ...]) -> dataset name."""
+
+    def make(samples, image_format="png"):
+        name = f"prep_test_{next(_names)}_fo"
+        rng = np.random.default_rng(0)
+        files = []
+        for index, (size, tags, shapes) in enumerate(samples):
+            path = tmp_path / "src" / f"{name}_{index:02d}.{image_format}"
+            path.parent.mkdir(exist_ok=True)
+            width, height = size
+            write_image(path, rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+            files.append((path, tags, shapes))
+        return dataset_of_files(files, name)
+
+    return make
 
 
 @pytest.fixture
@@ -327,3 +348,94 @@ def test_command_line_with_worker_processes(make_dataset, tmp_path):
         [sys.executable, "prepare_data.py", name], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert again.returncode == 1 and "already exists; pass --overwrite" in again.stderr
+
+
+def _jpeg_with_orientation(path: Path, stored_rgb: np.ndarray, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored_rgb).save(path, "JPEG", quality=95, exif=exif)
+
+
+def _bright_box(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the pixels over 128, as pixel edges."""
+    rows, cols = np.nonzero(gray > 128)
+    return cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
+
+
+@pytest.mark.parametrize("image_size", [48, 24], ids=["source_size", "resized"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_exif_rotated_jpeg_mask_lands_on_the_feature_drawn_on(
+    dataset_of_files, settings_for, tmp_path, orientation, image_size
+):
+    """CVAT and FiftyOne show (and take coordinates in) the frame with the EXIF Orientation
+    applied; the prepared image, as mmcv reads it for training, must be in that frame too."""
+    stored = np.zeros((32, 48, 3), np.uint8)
+    stored[:16, :16] = 255  # one bright 16 px block, top left as stored: every turn moves it
+    source = tmp_path / "camera.jpg"
+    _jpeg_with_orientation(source, stored, orientation)
+    with Image.open(source) as image:
+        displayed = np.asarray(ImageOps.exif_transpose(image).convert("L"))
+    height, width = displayed.shape
+    x0, y0, x1, y1 = _bright_box(displayed)
+    # the annotator outlines the block where the App shows it
+    polygon = square(x0 / width, y0 / height, x1 / width, y1 / height)
+    name = dataset_of_files([(source, ["train"], [("Acropora", polygon, True)])])
+    out = prepare(name, settings_for(image_size=image_size))
+
+    prepared_file = out / "images" / "train" / "camera.jpg"
+    seen = mmcv.imread(str(prepared_file))  # how the training pipeline reads it
+    scale = image_size / max(height, width)
+    assert seen.shape[:2] == (round(height * scale), round(width * scale))
+    mask = read_mask(out, "train", "camera")
+    assert mask.shape == seen.shape[:2]
+    assert np.array_equal(mask == ACROPORA, cv2.cvtColor(seen, cv2.COLOR_BGR2GRAY) > 128)
+    with Image.open(prepared_file) as image:
+        assert image.getexif().get(0x0112, 1) == 1, "no Orientation tag left to apply twice"
+    if orientation == 1 and image_size == 48:
+        assert prepared_file.read_bytes() == source.read_bytes(), "copied, not re-encoded"
+
+
+def test_shapes_outside_the_image_paint_nothing_and_are_counted(make_dataset, settings_for, caplog):
+    inside = square(0.25, 0.25, 0.5, 0.5)
+    outside = [
+        ("Porites", square(1.2, 0.2, 1.5, 0.5), True),  # right
+        ("Porites", square(-0.5, 0.2, -0.1, 0.5), True),  # left
+        ("Porites", square(0.2, 1.1, 0.5, 1.4), True),  # below
+        ("Porites", square(0.2, -0.9, 0.5, -0.3), True),  # above
+        ("Porites", [(-0.5, -0.5), (-0.2, -0.1)], False),  # an open line, above left
+    ]
+    name = make_dataset([((64, 64), ["train"], [("Acropora", inside, True), *outside])])
+    with caplog.at_level("WARNING", logger="prepare_data"):
+        out = prepare(name, settings_for())
+    expected = np.zeros((64, 64), np.uint8)
+    expected[16:32, 16:32] = ACROPORA
+    assert np.array_equal(read_mask(out, "train", f"{name}_00"), expected)
+    assert f"{name}_00.png): 5 of 6 shape(s) lie wholly outside the image" in caplog.text
+    assert read_manifest(out)[0]["shapes_outside"] == "5"
+    # touching the border from outside, a stroke still reaches the first pixels: not counted
+    edge = Shape(ACROPORA, [(-0.01, 0.5), (-0.01, 0.75)], False)
+    assert not outside_image(edge, 64, 64, line_width=3)
+    assert rasterize([edge], 64, 64, line_width=3)[:, 0].any()
+
+
+def test_coral_dataset_names_files_it_would_leave_out(make_dataset, settings_for):
+    from dataset.mmseg_dataset import CoralDataset
+
+    name = make_dataset([((64, 64), ["train"], [])] * 2)
+    out = prepare(name, settings_for())
+    images = out / "images" / "train"
+    shutil.copyfile(images / f"{name}_00.png", images / f"{name}_00.jpg")
+    (images / "field_photo.webp").write_bytes(b"RIFF....WEBP")
+    (images / "extra").mkdir()
+    with pytest.raises(ValueError) as error:
+        CoralDataset(
+            data_root=str(out),
+            data_prefix=dict(img_path="images/train", seg_map_path="annotations/train"),
+            pipeline=[],
+        )
+    message = str(error.value)
+    assert "3 entries that CoralDataset would leave out of training" in message
+    assert f"{images / 'field_photo.webp'} (not an image file" in message
+    assert f"{images / 'extra'} (not an image file" in message
+    assert f"{images / name}_00.png (same stem as {name}_00.jpg)" in message
+    assert "Re-run prepare_data.py --overwrite" in message
