@@ -167,3 +167,20 @@ def test_png_exif_orientation_is_applied(tmp_path):
     Image.fromarray(_pattern()).save(path, exif=exif)
     assert read_header(path).orientation == 6
     assert read_rgb(path).shape[:2] == (40, 24)
+
+
+def test_plain_jpegs_are_told_from_those_that_need_decoding(tmp_path):
+    from dataset.image_io import check_complete_jpeg, is_plain_jpeg
+
+    upright = _jpeg_with_orientation(_pattern(), 1)
+    assert is_plain_jpeg(read_header(upright))
+    assert not is_plain_jpeg(read_header(_jpeg_with_orientation(_pattern(), 6)))
+    gray = io.BytesIO()
+    Image.fromarray(_pattern()).convert("L").save(gray, "JPEG")
+    assert not is_plain_jpeg(read_header(gray.getvalue()))
+    png = io.BytesIO()
+    Image.fromarray(_pattern()).save(png, "PNG")
+    assert not is_plain_jpeg(read_header(png.getvalue()))
+    check_complete_jpeg(upright, name="ok.jpg")
+    with pytest.raises(ImageReadError, match="cut.jpg: the JPEG is damaged or incomplete"):
+        check_complete_jpeg(upright[: len(upright) // 2], name="cut.jpg")
