@@ -10,21 +10,23 @@ DATASET=reef_demo_fo
 DATA_ROOT=data/prepared_for_training  # configs/reef_demo_tiny.py reads reef_demo under it
 CONFIG=configs/reef_demo_tiny.py
 WORK_DIR=work_dirs/reef_demo_tiny
+INFER_DIR=results/two_stage_inference
+STATS_DIR=results/reef_stats
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "1/6 Create the synthetic reef dataset in FiftyOne ($DATASET)"
+step "1/7 Create the synthetic reef dataset in FiftyOne ($DATASET)"
 python -m dataset.reef_demo --name "$DATASET"
 
-step "2/6 Prepare it for MMSegmentation (prepare_data.py)"
+step "2/7 Prepare it for MMSegmentation (prepare_data.py)"
 # The demo owns its output folders, so it replaces them on every run.
 python prepare_data.py "$DATASET" --image-size 256 --data-root "$DATA_ROOT" --overwrite
 
-step "3/6 Train the tiny DINOv2 + SegFormer config on CPU (train.py)"
+step "3/7 Train the tiny DINOv2 + SegFormer config on CPU (train.py)"
 rm -rf "$WORK_DIR"
 python train.py "$CONFIG" --work-dir "$WORK_DIR"
 
-step "4/6 Evaluate the best checkpoint on val and test (test.py)"
+step "4/7 Evaluate the best checkpoint on val and test (test.py)"
 for split in val test; do
   python test.py "$CONFIG" "$WORK_DIR/best_mIoU.pth" --split "$split" \
     --work-dir "$WORK_DIR/test_$split" --show-dir "$WORK_DIR/${split}_results"
@@ -37,21 +39,29 @@ print(f"val mIoU {miou:.3f} (the demo expects >= 0.8)")
 sys.exit(0 if miou >= 0.8 else 1)
 PY
 
-step "5/6 Two-stage inference on the test images (inference_with_coralscop.py)"
+step "5/7 Two-stage inference on the test images (inference_with_coralscop.py)"
 # No CoralSCoP weights ship with the project (none can be downloaded here), so SAM
 # ViT-B runs with random weights, as the log says: its proposals are noise and the
 # instances come from the semantic regions. A small prompt grid keeps it to ~15 s
 # an image on a CPU; with real weights use the defaults (32 points, 1 crop layer).
 python inference_with_coralscop.py --input-dir "$DATA_ROOT/reef_demo/images/test" \
-  --output-dir results/two_stage_inference --segformer-config "$CONFIG" \
+  --output-dir "$INFER_DIR" --segformer-config "$CONFIG" \
   --segformer-weights "$WORK_DIR/best_mIoU.pth" --device cpu \
-  --points-per-side 4 --crop-n-layers 0 --overwrite
+  --points-per-side 4 --crop-n-layers 0 --save-semantic --overwrite
 
-step "6/6 Package the model as a CVAT function (deploy_as_zip.sh)"
+step "6/7 Package the model as a CVAT function (deploy_as_zip.sh)"
 # Random CoralSCoP-shaped SAM weights stand in for vit_b_coralscop.pth (see step 5).
 SAM_RANDOM=data/reef_demo/vit_b_coralscop_RANDOM.pth
 [ -f "$SAM_RANDOM" ] || python -m models.coralscop --write-random "$SAM_RANDOM"
 ./deploy_as_zip.sh reefdemo "$WORK_DIR/best_mIoU.pth" "$WORK_DIR/reef_demo_tiny.py" "$SAM_RANDOM"
+
+step "7/7 From masks to reef numbers: predicted and annotated cover, colonies, report (reef_stats.py)"
+# The demo's quadrats are taken to span 50 x 50 cm. tests/test_analysis_cli.py runs the
+# lines between the markers as they are, on a synthetic copy of this layout.
+# >>> reef numbers
+python reef_stats.py summarize "$INFER_DIR" --truth "$DATA_ROOT/reef_demo" --split test \
+  --quadrat-size-cm 50 --points 100 --seed 0 --output-dir "$STATS_DIR" --overwrite
+# <<< reef numbers
 
 cat <<DONE
 
@@ -61,6 +71,8 @@ Demo finished. Outputs:
   training run       $WORK_DIR  (best_mIoU.pth -> best_mIoU_epoch_N.pth, epoch_N.pth, config copy, TensorBoard logs)
   evaluation         $WORK_DIR/test_{val,test}  (metrics.json, confusion_matrix.csv/.png)
   overlays           $WORK_DIR/{val,test}_results  (ground truth | prediction)
-  two-stage results  results/two_stage_inference  (visualizations/, masks/, predictions.json, inference_log.txt)
+  two-stage results  $INFER_DIR  (visualizations/, masks/, semantic/, predictions.json, inference_log.txt)
   CVAT function      nuclio.zip  (function pth-mmseg-reefdemo; unzip, then nuctl deploy as printed above)
+  reef numbers       $STATS_DIR  (cover.csv, colonies.csv, groups.csv, CoralNet CSVs, figures/)
+  report             $STATS_DIR/report.html  (open it in a browser: predicted and annotated cover side by side)
 DONE

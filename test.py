@@ -18,6 +18,7 @@ import sys
 from mmengine.config import DictAction
 
 import engine  # noqa: F401  (registers the runner, metric and hooks; safe checkpoint loading)
+from analysis.sources import SourceError
 from engine import CoralRunner
 from engine.setup import DataConfigError, add_hook, check_data, load_config, set_launcher
 from models.safe_checkpoint import UnsafeCheckpointError
@@ -75,6 +76,20 @@ def store_in_fiftyone(cfg, args) -> None:
     )
 
 
+def cover_error_table(cfg, pred_dir: str, dataset) -> str:
+    """Per-class cover error (predicted minus annotated, percentage points) into metrics.json,
+    beside the IoU: the figure monitoring programs report, which mIoU hides."""
+    from analysis.cover import add_cover_error
+
+    return add_cover_error(
+        os.path.join(cfg.work_dir, "metrics.json"),
+        pred_dir,
+        dataset.data_prefix["seg_map_path"],  # joined with data_root by the dataset
+        dataset.metainfo["classes"],
+        cfg.test_evaluator.get("ignore_index", 255),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = logging.getLogger("coral")
@@ -98,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.load_from = args.checkpoint
     cfg.test_evaluator = dict(cfg.test_evaluator, output_dir=cfg.work_dir)
     cfg.default_hooks.visualization = dict(type="SegVisualizationHook", draw=False)
-    if args.to_fiftyone and not args.pred_dir:
+    if not args.pred_dir:  # the cover error reads the predicted class maps back
         args.pred_dir = os.path.join(cfg.work_dir, "pred")
     if args.show_dir or args.pred_dir:
         add_hook(
@@ -119,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     if runner.rank == 0:
         summary = ", ".join(f"{k}: {metrics[k]:.4f}" for k in ("mIoU", "mAcc", "aAcc"))
         print(f"\n{args.split} split of {cfg.test_dataloader.dataset.data_root}: {summary}")
+        try:
+            print(cover_error_table(cfg, args.pred_dir, runner.test_dataloader.dataset))
+        except SourceError as exc:
+            log.error("Cover error: %s", exc)
+            return 1
         print(f"Metrics, confusion matrix (CSV, PNG) and logs: {cfg.work_dir}")
         for label, folder in (("Overlays", args.show_dir), ("Predicted class maps", args.pred_dir)):
             if folder:

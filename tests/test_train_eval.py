@@ -263,6 +263,21 @@ def test_metrics_match_an_independent_computation(prepared, trained):
     assert np.array_equal(matrix, expected.astype(int))
     assert (out / "work" / "confusion_matrix.png").stat().st_size > 0
     assert len(list((out / "show").glob("*.jpg"))) == 2
+    # cover error: predicted minus annotated cover per image (percent of non-ignored pixels),
+    # mean and mean absolute over the images, from bincounts
+    covers = []
+    for p, g in zip(preds, labels, strict=True):
+        valid = g != 255
+        count = valid.sum()
+        pred_cover = np.bincount(p[valid], minlength=len(classes)) / count * 100
+        true_cover = np.bincount(g[valid], minlength=len(classes)) / count * 100
+        covers.append(pred_cover[: len(classes)] - true_cover[: len(classes)])
+    covers = np.array(covers)
+    for index, name in enumerate(classes):
+        entry = metrics["per_class"][name]
+        assert entry["cover_error"] == pytest.approx(covers[:, index].mean(), abs=1e-4)
+        assert entry["cover_abs_error"] == pytest.approx(np.abs(covers[:, index]).mean(), abs=1e-4)
+    assert "cover error" in result.stdout.lower()
     table = result.stdout + result.stderr
     assert "|       Class       |  IoU  |  Acc  |" in table and "| Mean " in table
 
