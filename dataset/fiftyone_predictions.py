@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
-def add_predictions(dataset_name: str, items: Iterable[tuple[str, list]], classes: Sequence[str],
-                    field: str = "predictions") -> int:  # fmt: skip
-    """items: (image filepath, instances). Samples are matched by filepath (added when
-    missing); each instance becomes an fo.Detection with its mask, confidence and the
-    unsure/source attributes. Returns the number of samples written."""
+def detections_from_coco(annotations: list[dict], classes: Sequence[str], width: int, height: int):
+    """fo.Detection per COCO annotation (as predictions.json holds them): the mask cut to
+    its box (what FiftyOne stores), confidence, and the unsure/source attributes."""
+    import fiftyone as fo
+    from pycocotools import mask as mask_utils
+
+    detections = []
+    for annotation in annotations:
+        x, y, w, h = (round(v) for v in annotation["bbox"])
+        # a copy of the box: the full-size decoded mask is freed at once
+        crop = mask_utils.decode(annotation["segmentation"])[y : y + h, x : x + w].astype(bool)
+        attributes = annotation.get("attributes", {})
+        detections.append(fo.Detection(
+            label=classes[annotation["category_id"]],
+            bounding_box=[x / width, y / height, w / width, h / height],
+            mask=crop,
+            confidence=float(annotation["score"]),
+            unsure=bool(attributes.get("unsure", False)),
+            source=attributes.get("source"),
+        ))  # fmt: skip
+    return detections
+
+
+def add_predictions(dataset_name: str, items: Iterable[tuple[str | Path, list]],
+                    field: str = "predictions", batch_size: int = 16) -> int:  # fmt: skip
+    """items: (image filepath, fo.Detection list), consumed lazily. Samples are matched by
+    filepath (added when missing) and written `batch_size` images at a time, so memory
+    stays that of one batch however many images come. Returns the number of samples written."""
     import fiftyone as fo
 
     dataset = (
@@ -19,33 +44,27 @@ def add_predictions(dataset_name: str, items: Iterable[tuple[str, list]], classe
         else fo.Dataset(dataset_name)
     )
     dataset.persistent = True
+    # one query for the whole dataset; looking each image up in it is then constant time
+    known = dict(zip(*dataset.values(["filepath", "id"]), strict=True))
     written = 0
-    for filepath, instances in items:
-        filepath = str(Path(filepath).resolve())
-        sample = (
-            dataset.one(fo.ViewField("filepath") == filepath)
-            if filepath in set(dataset.values("filepath"))
-            else None
-        )
-        if sample is None:
-            sample = fo.Sample(filepath=filepath)
-            dataset.add_sample(sample)
-        detections = []
-        for inst in instances:
-            height, width = inst.mask.shape
-            x0, y0, x1, y1 = inst.box
-            box = [x0 / width, y0 / height, (x1 - x0 + 1) / width, (y1 - y0 + 1) / height]
-            detections.append(fo.Detection(
-                label=classes[inst.label],
-                bounding_box=box,
-                mask=inst.mask[y0 : y1 + 1, x0 : x1 + 1],
-                confidence=float(inst.score),
-                unsure=bool(inst.unsure),
-                source=inst.source,
-            ))  # fmt: skip
-        sample[field] = fo.Detections(detections=detections)
-        sample.save()
-        written += 1
+    items = iter(items)
+    while batch := list(itertools.islice(items, batch_size)):
+        updates, new = {}, []
+        for filepath, detections in batch:
+            # FiftyOne stores absolute paths; a sample added through a link is found too
+            absolute, real = os.path.abspath(filepath), os.path.realpath(filepath)
+            sample_id = known.get(absolute) or known.get(real)
+            labels = fo.Detections(detections=detections)
+            if sample_id:
+                updates[sample_id] = labels
+            else:
+                new.append(fo.Sample(filepath=absolute, **{field: labels}))
+        if updates:
+            dataset.set_values(field, updates, key_field="id")
+        if new:
+            ids = dataset.add_samples(new, progress=False)
+            known.update(zip((s.filepath for s in new), ids, strict=True))
+        written += len(batch)
     return written
 
 

@@ -1,4 +1,4 @@
-"""The output folder of inference_with_coralscop.py (the guide's layout), written safely.
+"""The input and output folders of inference_with_coralscop.py (the guide's layout), kept safe.
 
     <output>/visualizations/<stem>.jpg          instances coloured by genus, with a legend
     <output>/masks/<stem>/instance_NNN.png      one full-size single-channel mask per instance
@@ -7,26 +7,40 @@
     <output>/inference_log.txt                  what happened, failures with their reason
     <output>/.per_image/<stem>.json             finished images (a rerun skips them)
     <output>/inference_run.json                 the settings of the run that owns the folder
+    <output>/.inference.lock                    held (flock) by the run writing the folder
 
-Each image's files are complete before its `.per_image` record is written (last,
-by rename), so an interrupted run resumes where it stopped. A folder that holds
-another run's results is refused unless overwrite is asked for.
+Every write is checked and atomic (temporary name, then rename): a failed write
+raises ImageWriteError naming the file. Each image's files are complete before
+its `.per_image` record is written (last, by rename), so an interrupted run
+resumes where it stopped and a failed write never marks an image done.
+predictions.json is assembled from the records once, at the end of a run, and
+replaced by rename: a reader finds either no file (a first run still going or
+killed) or a complete COCO document. A folder that holds another run's results is
+refused unless overwrite is asked for; a folder another run is writing is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from dataset import IMAGE_SUFFIXES
 from dataset.coco import coco_document, image_annotations
+from dataset.image_io import write_bytes_atomic, write_image
 from dataset.visualize import draw_instances
 
 RUN_FILE = "inference_run.json"
+LOCK_FILE = ".inference.lock"
 OUTPUTS = (
     "visualizations",
     "masks",
@@ -35,33 +49,134 @@ OUTPUTS = (
     "predictions.json",
     "inference_log.txt",
 )
+# What dataset.image_io.read_rgb decodes (OpenCV, or Pillow for GIF and JPEG 2000).
+READABLE_SUFFIXES = tuple(
+    dict.fromkeys(
+        (*IMAGE_SUFFIXES, ".jpe", ".dib", ".webp", ".gif", ".jp2", ".avif")
+        + (".pbm", ".pgm", ".ppm", ".pnm")
+    )
+)
+# Files cameras and tools often leave beside images, with what to do about them.
+KNOWN_OTHERS = {
+    (".heic", ".heif"): "HEIC/HEIF photos are not readable here; export them as JPEG",
+    (".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"): (
+        "camera raw files are not read; export them as JPEG or 16-bit TIFF"
+    ),
+}
+JPEG_QUALITY = 95
 
 
 class OutputConflictError(RuntimeError):
-    """The output folder belongs to another run."""
+    """The output folder belongs to another run, or another run is writing it."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(data)
-    temporary.replace(path)
+class InputFolderError(ValueError):
+    """The input folder is missing, or holds nothing inference can read."""
 
 
-def _write_image(path: Path, image_bgr: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(path.suffix, image_bgr)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    _write_atomic(path, encoded.tobytes())
+@dataclass
+class InputScan:
+    """Every entry of an input folder: the images to process, and the rest with why."""
+
+    folder: Path
+    images: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _why_skipped(path: Path) -> str:
+    if path.name.startswith("."):
+        return "a hidden file (such as the '._' copies macOS leaves on cards); not read"
+    if path.is_dir():
+        return "a folder: only the files directly in --input-dir are read, not sub-folders"
+    if not path.exists():
+        return "a broken link"
+    suffix = path.suffix.lower()
+    for suffixes, advice in KNOWN_OTHERS.items():
+        if suffix in suffixes:
+            return advice
+    kind = f"'{suffix}' files" if suffix else "files without an extension"
+    return f"not an image format inference reads ({kind}); readable: {', '.join(READABLE_SUFFIXES)}"
+
+
+def scan_inputs(folder: str | Path) -> InputScan:
+    """Sort every entry of the folder into images and skipped entries (each with a reason).
+
+    Raises InputFolderError when there is nothing to do (a missing or empty folder,
+    or one without a readable image), so a run can stop before loading any model."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise InputFolderError(f"--input-dir {folder} {what}")
+    scan = InputScan(folder)
+    for path in sorted(folder.iterdir()):
+        readable = path.suffix.lower() in READABLE_SUFFIXES and not path.name.startswith(".")
+        if readable and path.is_file():
+            scan.images.append(path)
+        else:
+            scan.skipped.append((path, _why_skipped(path)))
+    if not scan.images:
+        if not scan.skipped:
+            raise InputFolderError(f"--input-dir {folder} is empty: no image to process")
+        count = len(scan.skipped)
+        names = ", ".join(p.name for p, _ in scan.skipped[:10])
+        more = f" and {count - 10} more" if count > 10 else ""
+        entries = "entry" if count == 1 else "entries"
+        raise InputFolderError(
+            f"--input-dir {folder} holds no image inference reads ({count} other {entries}: "
+            f"{names}{more}); readable: {', '.join(READABLE_SUFFIXES)}"
+        )
+    return scan
 
 
 class OutputFolder:
+    """The output folder of one run; holds the folder's lock until `close` (or exit)."""
+
     def __init__(self, root: str | Path, run_info: dict, overwrite: bool = False) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise OutputConflictError(f"--output-dir {self.root} is a file; choose a folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
+        try:
+            self._claim(run_info, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _acquire_lock(self) -> int:
+        """An exclusive flock on the lock file. The kernel releases it when the process
+        ends, however it ends, so a killed run leaves no stale lock; the file stays
+        (removing it would let two runs lock two different files)."""
+        path = self.root / LOCK_FILE
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            self._created_lock_file = True
+        except FileExistsError:
+            handle = os.open(path, os.O_RDWR)
+            self._created_lock_file = False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise OutputConflictError(
+                f"another inference run is writing {self.root} ({holder}); wait for it to "
+                "finish, or choose another --output-dir"
+            ) from None
+        os.ftruncate(handle, 0)
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(handle, f"pid {os.getpid()}, started {started}".encode(), 0)
+        return handle
+
+    def _claim(self, run_info: dict, overwrite: bool) -> None:
         marker = self.root / RUN_FILE
-        if self.root.exists() and any(self.root.iterdir()):
+        if any(p.name != LOCK_FILE for p in self.root.iterdir()):
             previous = json.loads(marker.read_text()) if marker.is_file() else None
             if previous != run_info:
                 if not overwrite:
+                    if previous is None and self._created_lock_file:
+                        # no run's folder: leave it as the user made it
+                        (self.root / LOCK_FILE).unlink()
                     what = "another run's results" if previous else "files of its own"
                     raise OutputConflictError(
                         f"{self.root} already holds {what}; pass --overwrite to replace this "
@@ -70,7 +185,20 @@ class OutputFolder:
                 self._clear()
         for name in ("visualizations", "masks", ".per_image"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
-        _write_atomic(marker, json.dumps(run_info, indent=2).encode())
+        self._remove_leftovers()
+        write_bytes_atomic(marker, json.dumps(run_info, indent=2).encode())
+
+    def close(self) -> None:
+        """Release the folder's lock (process exit does it too)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _clear(self) -> None:
         """Remove what a run writes, and nothing else."""
@@ -81,51 +209,87 @@ class OutputFolder:
             elif path.exists():
                 path.unlink()
 
+    def _remove_leftovers(self) -> None:
+        """Temporary files and staging folders of a run that was killed (this run holds
+        the lock, so no other run is writing them)."""
+        for name in (".", "visualizations", "semantic", ".per_image"):
+            folder = self.root / name
+            for path in folder.glob(".*.tmp-*") if folder.is_dir() else ():
+                path.unlink(missing_ok=True)
+        for staging in (self.root / "masks").glob(".*.partial"):
+            shutil.rmtree(staging, ignore_errors=True)
+
     @property
     def log_file(self) -> Path:
         return self.root / "inference_log.txt"
 
+    def _record(self, stem: str) -> Path:
+        return self.root / ".per_image" / f"{stem}.json"
+
     def is_done(self, stem: str) -> bool:
-        return (self.root / ".per_image" / f"{stem}.json").is_file()
+        return self._record(stem).is_file()
 
     def write(self, stem: str, file_name: str, image_rgb: np.ndarray, result, classes, palette,
               save_semantic: bool = False) -> None:  # fmt: skip
-        height, width = image_rgb.shape[:2]
+        """All outputs of one image, then its record. On any failure the image's partial
+        outputs are removed and the error raised: the image is not done."""
+        try:
+            self._write_outputs(stem, image_rgb, result, classes, palette, save_semantic)
+            height, width = image_rgb.shape[:2]
+            record = {
+                "image": {"file_name": file_name, "height": height, "width": width},
+                "annotations": image_annotations(result.instances, image_id=0, first_id=0),
+                "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+            }
+            write_bytes_atomic(self._record(stem), json.dumps(record).encode())
+        except BaseException:
+            self._remove_outputs(stem)
+            raise
+
+    def _write_outputs(self, stem, image_rgb, result, classes, palette, save_semantic) -> None:
         mask_dir = self.root / "masks" / stem
         staging = self.root / "masks" / f".{stem}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         for number, inst in enumerate(result.instances, start=1):
-            cv2.imwrite(
-                str(staging / f"instance_{number:03d}.png"), inst.mask.astype(np.uint8) * 255
-            )
+            write_image(staging / f"instance_{number:03d}.png", inst.mask.astype(np.uint8) * 255)
         shutil.rmtree(mask_dir, ignore_errors=True)
         staging.rename(mask_dir)
         drawn = draw_instances(image_rgb, result.instances, classes, palette)
-        _write_image(
-            self.root / "visualizations" / f"{stem}.jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+        write_image(
+            self.root / "visualizations" / f"{stem}.jpg",
+            cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
         )
         if save_semantic:
             (self.root / "semantic").mkdir(exist_ok=True)
-            _write_image(self.root / "semantic" / f"{stem}.png", result.class_map)
-        record = {
-            "image": {"file_name": file_name, "height": height, "width": width},
-            "annotations": image_annotations(result.instances, image_id=0, first_id=0),
-            "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
-        }
-        _write_atomic(self.root / ".per_image" / f"{stem}.json", json.dumps(record).encode())
+            write_image(self.root / "semantic" / f"{stem}.png", result.class_map)
+
+    def _remove_outputs(self, stem: str) -> None:
+        """What an unfinished image left (only files: a folder in a file's place is the
+        user's and stays); best effort, the original error is what the user needs."""
+        for staging in (self.root / "masks" / f".{stem}.partial", self.root / "masks" / stem):
+            shutil.rmtree(staging, ignore_errors=True)
+        for path in (self.root / "visualizations" / f"{stem}.jpg",
+                     self.root / "semantic" / f"{stem}.png", self._record(stem)):  # fmt: skip
+            if path.is_file() or path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def records(self, stems: list[str]) -> Iterator[tuple[int, dict]]:
+        """(image id, record) of every finished image, ids by position in `stems` (from 1)."""
+        for image_id, stem in enumerate(stems, start=1):
+            path = self._record(stem)
+            if path.is_file():
+                yield image_id, json.loads(path.read_text())
 
     def assemble(self, stems: list[str], classes) -> Path:
-        """predictions.json from every finished image, ids in file order."""
+        """predictions.json from every finished image, ids in file order (written by rename)."""
         images, annotations = [], []
-        for image_id, stem in enumerate(stems, start=1):
-            path = self.root / ".per_image" / f"{stem}.json"
-            if not path.is_file():
-                continue
-            record = json.loads(path.read_text())
+        for image_id, record in self.records(stems):
             images.append({"id": image_id, **record["image"]})
             for annotation in record["annotations"]:
                 annotations.append({**annotation, "id": len(annotations) + 1, "image_id": image_id})
         target = self.root / "predictions.json"
-        _write_atomic(target, json.dumps(coco_document(images, annotations, classes)).encode())
+        write_bytes_atomic(target, json.dumps(coco_document(images, annotations, classes)).encode())
         return target

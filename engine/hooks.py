@@ -10,6 +10,7 @@ import numpy as np
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
+from dataset.image_io import read_rgb, write_image
 from dataset.visualize import overlay
 
 BEST_LINK = "best_mIoU.pth"
@@ -42,7 +43,11 @@ class BestCheckpointLinkHook(Hook):
 @HOOKS.register_module()
 class SavePredictionsHook(Hook):
     """Write, per test image, the predicted class map (`pred_dir`, single-channel PNG)
-    and/or ground truth | prediction overlays side by side (`show_dir`, JPEG)."""
+    and/or ground truth | prediction overlays side by side (`show_dir`, JPEG).
+
+    Writes are checked and atomic (dataset.image_io.write_image): a file that cannot be
+    written stops test.py with ImageWriteError naming it, never a run that looks complete.
+    """
 
     def __init__(self, pred_dir: str | None = None, show_dir: str | None = None) -> None:
         self.pred_dir = Path(pred_dir) if pred_dir else None
@@ -59,12 +64,12 @@ class SavePredictionsHook(Hook):
             stem = Path(sample.img_path).stem
             pred = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
             if self.pred_dir:
-                cv2.imwrite(str(self.pred_dir / f"{stem}.png"), pred)
+                write_image(self.pred_dir / f"{stem}.png", pred)
             if self.show_dir:
-                image = cv2.cvtColor(cv2.imread(sample.img_path), cv2.COLOR_BGR2RGB)
+                image = read_rgb(sample.img_path)
                 panels = [overlay(image, pred, self.palette)]
                 if "gt_sem_seg" in sample:
                     gt = sample.gt_sem_seg.data[0].cpu().numpy().astype(np.uint8)
                     panels.insert(0, overlay(image, gt, self.palette))
                 side_by_side = cv2.cvtColor(np.hstack(panels), cv2.COLOR_RGB2BGR)
-                cv2.imwrite(str(self.show_dir / f"{stem}.jpg"), side_by_side)
+                write_image(self.show_dir / f"{stem}.jpg", side_by_side)

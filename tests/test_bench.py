@@ -102,6 +102,28 @@ def test_two_stage_bench_smallest_setting(capsys):
     assert '"benchmark": "two_stage"' in capsys.readouterr().out
 
 
+def test_batch_memory_bench_smallest_setting(capsys):
+    import batch_memory_bench
+
+    result = batch_memory_bench.main(sizes="1", image_size=64, points_per_side=2)
+    rows = result["rows"]
+    assert [(r["to_fiftyone"], r["images"]) for r in rows] == [(False, 1), (True, 1)]
+    assert all(r["peak_rss_mib"] > 100 for r in rows)  # a whole Python with torch, from the kernel
+    assert set(result["verdicts"]) == {"without_fiftyone", "with_fiftyone"}
+    assert '"benchmark": "batch_memory"' in capsys.readouterr().out
+
+
+def test_batch_memory_bench_measures_each_run_alone():
+    """The peak of one child, not the largest of all children so far (RUSAGE_CHILDREN)."""
+    import batch_memory_bench
+
+    grow = [sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    small = [sys.executable, "-c", "pass"]
+    big, _, _ = batch_memory_bench.peak_rss_of(grow, {}, Path.cwd())
+    after, _, _ = batch_memory_bench.peak_rss_of(small, {}, Path.cwd())
+    assert big >= 300 > after
+
+
 def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
     import json
     import os

@@ -170,6 +170,57 @@ def test_min_area_drops_small_instances_and_semantic_regions():
     assert [(i.source, i.label) for i in instances] == []
 
 
+def test_min_threshold_default_acts_on_real_softmax_outputs():
+    """17 classes (the fine taxonomy), probabilities from logits by softmax: the best class
+    is never under 1/17 = 0.059, so the old absolute default 0.05 removed nothing. The
+    default now removes pixels the model spreads over many genera, and keeps those it
+    hesitates over between two."""
+    rng = np.random.default_rng(0)
+    logits = torch.from_numpy(rng.normal(0, 0.1, (17, 60, 60)).astype(np.float32))
+    logits[3, :20] += 6.0  # sure: Acropora-like class 3 on the top band
+    logits[5, 20:40] += 4.0  # torn between two genera in the middle band
+    logits[6, 20:40] += 4.0
+    probs = logits.softmax(0)  # the bottom band: no opinion, the best p is about 0.07
+    torch.testing.assert_close(probs.sum(0), torch.ones(60, 60))
+    best = probs.max(0).values
+    assert best[40:].min() > 1 / 17 > 0.05 and best[40:].max() < 0.1
+
+    floor = FusionSettings().probability_floor(17)
+    assert floor == pytest.approx(0.106, abs=1e-3)
+    assert FusionSettings().probability_floor(7) == pytest.approx(0.186, abs=1e-3)
+    no_sam = torch.zeros((0, 60, 60), dtype=torch.bool)
+    instances = fuse(probs, no_sam, FusionSettings(min_area=20))
+    covered = np.zeros((60, 60), bool)
+    for inst in instances:
+        covered |= inst.mask
+    assert covered[:40].sum() > 0.95 * 40 * 60  # sure and torn pixels stay counted
+    assert not covered[40:].any()  # no-opinion pixels count for no class: no instance
+    assert {i.label for i in instances} >= {3} and {i.label for i in instances} <= {3, 5, 6}
+    # 0 keeps every pixel: the no-opinion band then makes instances of random genera
+    kept_all = fuse(probs, no_sam, FusionSettings(min_threshold=0.0, min_area=20))
+    assert any(inst.mask[40:].any() for inst in kept_all)
+
+
+def test_min_threshold_is_explained_in_the_help(capsys):
+    import inference_with_coralscop as cli
+
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "p >= 1/C + T * (1 - 1/C)" in text and "default 0.05 removes p < 0.106" in text
+
+
+def test_instances_own_their_masks_not_the_proposal_stack():
+    """A view into the (K, H, W) stack of kept proposals keeps all K full-size masks
+    alive for as long as one instance lives; each instance's mask must be its own."""
+    probs = probability_maps()
+    sam = torch.stack([mask(5, 20, 5, 20), mask(25, 35, 5, 20), mask(5, 20, 5, 20)])
+    instances = fuse(probs, sam, FusionSettings(min_area=20))
+    assert sum(i.source == "sam" for i in instances) == 2
+    for inst in instances:
+        assert inst.mask.base is None and inst.mask.flags.owndata, inst.source
+
+
 def test_semantic_regions_of_a_noisy_class_map_match_scikit_image():
     """Uncovered coral pixels become one instance per 8-connected component of at least
     min_area pixels, scored by the component's mean probability: checked against
@@ -277,14 +328,20 @@ def test_corrupt_image_is_logged_and_rerun_skips_finished_images(batch):
     (batch["images"] / "broken.jpg").write_bytes(b"not a jpeg")
     assert cli.main(batch["args"]) == 1
     log = (batch["out"] / "inference_log.txt").read_text()
-    assert "broken.jpg: ValueError: not a readable image" in log
+    assert "broken.jpg: not done: ImageReadError: does not decode as an image" in log
+    assert "1 of 3 images failed" in log
     assert len(json.loads((batch["out"] / "predictions.json").read_text())["images"]) == 2
+    assert not (batch["out"] / ".per_image" / "broken.json").exists()
     (batch["images"] / "broken.jpg").unlink()
     assert cli.main(batch["args"]) == 0
-    assert (
-        "2 images in" in (batch["out"] / "inference_log.txt").read_text().splitlines()[-4] or True
+    # the rerun's own summary: both images seen, both finished before, nothing redone
+    rerun = (batch["out"] / "inference_log.txt").read_text()[len(log) :]
+    summaries = [line for line in rerun.splitlines() if " images in " in line]
+    assert len(summaries) == 1
+    assert summaries[0].endswith(
+        f"2 images in {batch['images']}; 2 already done, 0 to process on cpu"
     )
-    assert "2 already done, 0 to process" in (batch["out"] / "inference_log.txt").read_text()
+    assert " instances (" not in rerun  # no image went through the models again
 
 
 def test_output_of_another_run_is_not_overwritten(batch):
@@ -330,22 +387,56 @@ def test_generator_finds_the_same_masks_as_segment_anythings(crop_n_layers, min_
 def test_instances_land_in_fiftyone(batch, fiftyone):
     import inference_with_coralscop as cli
 
-    assert cli.main([*batch["args"], "--to-fiftyone", "two_stage_test_fo"]) == 0
+    # a first run without FiftyOne (say, interrupted): the rerun stores its images too
+    assert cli.main(batch["args"]) == 0
+    for _ in range(2):  # twice: samples are matched by file path, never added again
+        assert cli.main([*batch["args"], "--to-fiftyone", "two_stage_test_fo"]) == 0
     dataset = fiftyone.load_dataset("two_stage_test_fo")
     coco = json.loads((batch["out"] / "predictions.json").read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
     assert len(dataset) == 2
+    assert len(coco["annotations"]) > 0
     for sample in dataset:
         stem = Path(sample.filepath).stem
         image_id = next(i["id"] for i in coco["images"] if Path(i["file_name"]).stem == stem)
-        expected = sorted(
-            names[a["category_id"]] for a in coco["annotations"] if a["image_id"] == image_id
-        )
+        annotations = [a for a in coco["annotations"] if a["image_id"] == image_id]
         detections = sample["predictions"].detections
-        assert sorted(d.label for d in detections) == expected
-        assert all(
-            d.mask is not None and 0 <= d.confidence <= 1 and "unsure" in d for d in detections
-        )
+        # each mask cut to its box, as FiftyOne stores it, is the annotation's mask
+        got = sorted(
+            (d.label, *(round(v * 64) for v in d.bounding_box), *d.mask.shape, int(d.mask.sum()),
+             round(d.confidence, 6), d["unsure"])
+            for d in detections
+        )  # fmt: skip
+        expected = sorted(
+            (names[a["category_id"]], *(round(v) for v in a["bbox"]), round(a["bbox"][3]),
+             round(a["bbox"][2]), int(a["area"]), a["score"], a["attributes"]["unsure"])
+            for a in annotations
+        )  # fmt: skip
+        assert got == expected
+    dataset.delete()
+
+
+def test_fiftyone_writes_batch_by_batch(tmp_path, fiftyone):
+    """add_predictions consumes its items as it writes: never more than one batch ahead."""
+    from dataset.fiftyone_predictions import add_predictions
+
+    name = "batch_by_batch_test_fo"
+    pulled = []
+
+    def items():
+        for index in range(7):
+            if fiftyone.dataset_exists(name):
+                pulled.append(index - len(fiftyone.load_dataset(name)))
+            det = fiftyone.Detection(label="Acropora", bounding_box=[0, 0, 0.5, 0.5])
+            yield tmp_path / f"q{index}.jpg", [det]
+
+    assert add_predictions(name, items(), batch_size=3) == 7
+    dataset = fiftyone.load_dataset(name)
+    assert len(dataset) == 7 and max(pulled) == 2  # never a whole batch ahead
+    # a second pass updates the same samples
+    assert add_predictions(name, items(), batch_size=3) == 7
+    assert len(dataset) == 7
+    assert all(len(s["predictions"].detections) == 1 for s in dataset)
     dataset.delete()
 
 
