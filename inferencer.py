@@ -23,6 +23,7 @@ from models.coralscop import load_coralscop
 from models.fusion import FusionSettings, Instance, fuse
 from models.mask_generator import CoralMaskGenerator, GeneratorSettings, Proposals
 from models.safe_checkpoint import safe_load
+from models.sam_openvino import choose_runtime, compile_image_encoder
 
 log = logging.getLogger("inferencer")
 
@@ -115,7 +116,12 @@ class SemanticSegmenter:
 
 
 class CoralSCoPSegmenter:
-    """CoralSCoP (or stock SAM) proposals, fused with semantic probabilities."""
+    """CoralSCoP (or stock SAM) proposals, fused with semantic probabilities.
+
+    encoder_runtime: the image encoder's runtime, 'auto' (OpenVINO on a CPU where it is
+    installed, PyTorch otherwise), 'openvino' or 'torch'; None reads
+    CORAL_SAM_ENCODER_RUNTIME (models/sam_openvino.py). On a GPU nothing changes.
+    """
 
     def __init__(
         self,
@@ -123,9 +129,13 @@ class CoralSCoPSegmenter:
         device: str | None = None,
         settings: GeneratorSettings | None = None,
         encoder: dict | None = None,
+        encoder_runtime: str | None = None,
     ) -> None:
         self.device = torch.device(device or default_device())
         sam, use_category = load_coralscop(checkpoint, encoder)
+        self.encoder_runtime = choose_runtime(encoder_runtime, self.device)
+        if self.encoder_runtime == "openvino":
+            sam.image_encoder = compile_image_encoder(sam.image_encoder)
         self.generator = CoralMaskGenerator(sam.to(self.device), use_category, settings)
 
     def propose(self, image_rgb: np.ndarray) -> Proposals:

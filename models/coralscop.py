@@ -69,6 +69,11 @@ class CategoryMaskDecoder(MaskDecoder):
     def _category_logits(self) -> torch.Tensor:
         queries, image_tokens = self._transformer_out
         self._transformer_out = None
+        return self.category_logits(queries, image_tokens)
+
+    def category_logits(self, queries: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, num_mask_tokens, 2) from the two-way transformer's outputs: queries
+        (B, tokens, C) and image tokens (B, 4096, C)."""
         mask_tokens = queries[:, 1 : 1 + self.num_mask_tokens]
         per_mask = torch.stack(
             [mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.cate_output_hypernetworks_mlps)],

@@ -4,8 +4,13 @@ Packaged by deploy_as_zip.sh next to inferencer.py, models/, dataset/,
 segment_anything/ and the weights under their standard names. CVAT sends
 {"image": <base64>, "threshold": <optional float>} and gets one item per instance:
 {"confidence": "0.87", "label": "Acropora", "type": "mask",
- "points": [x1, y1, x2, y2, ...],           # outline polygon (for conv_mask_to_poly)
+ "attributes": [{"name": "confidence", "value": "87"}, {"name": "unsure", "value": "false"}],
+ "points": [x1, y1, x2, y2, ...],           # outer outline (conv_mask_to_poly: no holes)
  "mask": [0, 1, ..., xtl, ytl, xbr, ybr]}   # mask cropped to its box, row by row, then the box
+
+CVAT's server ignores the top-level "confidence"; it keeps an attribute only when the
+task's label declares one of that name, so the spec (nuclio/package.py) and the labels
+JSON written beside nuclio.zip declare `confidence` (0-100) and `unsure` (checkbox).
 
 Images are read by dataset/image_io.py, as every tool of the toolkit reads them: in
 the frame CVAT shows (EXIF orientation applied), 16-bit scaled, gray/RGBA/palette as RGB.
@@ -24,6 +29,7 @@ import io
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,6 +110,41 @@ class SemanticRegions:
         return InferenceResult(instances, probs.argmax(0).to(torch.uint8).cpu().numpy())
 
 
+def generator_settings():
+    """CoralSCoP's settings, as inference_with_coralscop.py's defaults, with what function.yaml's
+    env changes: CORAL_SAM_POINTS_PER_SIDE (--points-per-side), CORAL_SAM_CROP_N_LAYERS
+    (--crop-n-layers), CORAL_SAM_PRED_IOU_THRESH (--score-threshold),
+    CORAL_SAM_STABILITY_THRESH (--stability-threshold)."""
+    from models.mask_generator import GeneratorSettings
+
+    defaults = GeneratorSettings()
+    env = os.environ.get
+    try:
+        return GeneratorSettings(
+            points_per_side=int(env("CORAL_SAM_POINTS_PER_SIDE", defaults.points_per_side)),
+            crop_n_layers=int(env("CORAL_SAM_CROP_N_LAYERS", defaults.crop_n_layers)),
+            pred_iou_thresh=float(env("CORAL_SAM_PRED_IOU_THRESH", defaults.pred_iou_thresh)),
+            stability_score_thresh=float(
+                env("CORAL_SAM_STABILITY_THRESH", defaults.stability_score_thresh)
+            ),
+        )
+    except ValueError as exc:
+        raise ValueError(f"function.yaml env CORAL_SAM_*: {exc}") from None
+
+
+def cores_given() -> int:
+    """The CPU cores this process may use: its affinity, capped by a cgroup v2 quota
+    (a container started with --cpus=2 on a 64-core host sees 64 in os.cpu_count())."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the affinity is the limit
+    return max(1, cores or 1)
+
+
 def init_context(context) -> None:
     import torch
 
@@ -114,6 +155,10 @@ def init_context(context) -> None:
         context.logger.error(f"The function cannot start: {exc}")
         raise
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        # one thread per core the function is given; more threads than cores only contend
+        torch.set_num_threads(cores_given())
+        context.logger.info(f"CPU: {torch.get_num_threads()} threads")
     if semantic_only:
         context.logger.info(
             f"Loading the semantic model on {device}; {SEMANTIC_ONLY_VARIABLE}=1: no SAM, "
@@ -122,18 +167,19 @@ def init_context(context) -> None:
         model = SemanticRegions(str(SEGFORMER_CONFIG), str(SEGFORMER_WEIGHTS), device)
     else:
         from inferencer import TwoStageInferencer
-        from models.mask_generator import GeneratorSettings
 
-        # CPU deployments may lighten CoralSCoP's prompt grid through the environment.
-        generator = GeneratorSettings(
-            points_per_side=int(os.environ.get("CORAL_SAM_POINTS_PER_SIDE", 32)),
-            crop_n_layers=int(os.environ.get("CORAL_SAM_CROP_N_LAYERS", 1)),
+        generator = generator_settings()
+        context.logger.info(
+            f"Loading the two-stage model on {device}: SAM {generator.points_per_side}x"
+            f"{generator.points_per_side} points, {generator.crop_n_layers} crop layer(s), "
+            f"predicted-IoU threshold {generator.pred_iou_thresh}"
         )
-        context.logger.info(f"Loading the two-stage model on {device}")
         model = TwoStageInferencer(str(SEGFORMER_CONFIG), str(SEGFORMER_WEIGHTS),
                                    str(SAM_WEIGHTS), device, generator=generator)  # fmt: skip
     context.user_data.model = model
-    context.logger.info(f"Ready: {len(model.classes) - 1} genera")
+    runtime = getattr(getattr(model, "instances", None), "encoder_runtime", None)
+    encoder = f"; SAM image encoder on {runtime}" if runtime else ""
+    context.logger.info(f"Ready: {len(model.classes) - 1} genera{encoder}")
 
 
 def _check_size(data: bytes) -> None:
@@ -196,16 +242,34 @@ def outline(mask: np.ndarray) -> list[int]:
     return max(contours, key=cv2.contourArea).reshape(-1).tolist()
 
 
+def attributes(instance) -> list[dict]:
+    """The values of the attributes the label spec declares (nuclio/package.py ATTRIBUTES):
+    confidence in whole percent (a number attribute 0-100, step 1), unsure as a checkbox."""
+    return [
+        {"name": "confidence", "value": str(round(100 * instance.score))},
+        {"name": "unsure", "value": "true" if instance.unsure else "false"},
+    ]
+
+
 def to_cvat(instance, classes) -> dict:
     xtl, ytl, xbr, ybr = instance.box
     cropped = instance.mask[ytl : ybr + 1, xtl : xbr + 1].astype(np.uint8)
     return {
         "confidence": f"{instance.score:.4f}",
         "label": classes[instance.label],
+        "attributes": attributes(instance),
         "points": outline(instance.mask),
         "mask": [*cropped.reshape(-1).tolist(), xtl, ytl, xbr, ybr],
         "type": "mask",
     }
+
+
+def _timing(result, instances: int, started: float) -> str:
+    stages = getattr(result, "seconds", None) or {}
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items() if k != "total")
+    return f"{instances} instances in {time.perf_counter() - started:.1f} s" + (
+        f" ({parts})" if parts else ""
+    )
 
 
 def _respond(context, payload, status: int):
@@ -215,11 +279,17 @@ def _respond(context, payload, status: int):
 
 def handler(context, event):
     try:
+        started = time.perf_counter()
         image, threshold = decode_image(event.body)
         model = context.user_data.model
         result = model(image)
         instances = [i for i in result.instances if i.score >= threshold]
-        return _respond(context, [to_cvat(i, model.classes) for i in instances], 200)
+        answer = [to_cvat(i, model.classes) for i in instances]
+        # CVAT waits CVAT_NUCLIO_DEFAULT_TIMEOUT (120 s by default): the log says how close
+        context.logger.info(
+            f"{image.shape[1]}x{image.shape[0]}: {_timing(result, len(answer), started)}"
+        )
+        return _respond(context, answer, 200)
     except BadRequest as exc:
         context.logger.warn(f"Bad request: {exc}")
         return _respond(context, {"error": str(exc)}, 400)

@@ -31,6 +31,14 @@ SOURCE_PACKAGES = ("dataset", "models")  # dataset/ holds image_io.py, the funct
 # Kubernetes names: the function is pth-mmseg-<MODEL_NAME>, at most 63 characters.
 NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?")
 SEMANTIC_ONLY_ENV = {"name": "CORAL_SEMANTIC_ONLY", "value": "1"}
+# The attributes every answered item carries (nuclio/main.py `attributes`). CVAT's server
+# keeps an item's attribute only when the task's label declares one of that name, so the
+# function's spec and the project's labels (cvat_labels.json) both declare them.
+ATTRIBUTES = (
+    {"name": "confidence", "input_type": "number", "values": ["0", "100", "1"]},
+    {"name": "unsure", "input_type": "checkbox", "values": ["false"]},
+)
+LABELS_FILE = "cvat_labels.json"
 
 
 class PackagingError(ValueError):
@@ -84,6 +92,7 @@ def validate(model_name: str, seg_weights: str, seg_config: str, sam_weights: st
         )
     meta = checkpoint.get("meta", {}).get("dataset_meta") or cfg.get("dataset_info") or {}
     classes = list(meta.get("classes") or [])
+    palette = [tuple(int(c) for c in color) for color in meta.get("palette") or []]
     if len(classes) != num_classes:
         raise PackagingError(
             f"SEGFORMER_WEIGHTS: {weights} names {len(classes)} classes, expected {num_classes}"
@@ -93,7 +102,35 @@ def validate(model_name: str, seg_weights: str, seg_config: str, sam_weights: st
             load_coralscop(sam)
         except (SamCheckpointError, Exception) as exc:
             raise PackagingError(f"SAM_WEIGHTS: {sam}: {exc}") from None
-    return dict(cfg=cfg, classes=classes, weights=weights, sam=sam)
+    return dict(cfg=cfg, classes=classes, palette=palette, weights=weights, sam=sam)
+
+
+def function_labels(classes: list[str]) -> list[dict]:
+    """The function's label spec (function.yaml): every genus, as masks, with ATTRIBUTES."""
+    return [
+        {"id": i, "name": name, "type": "mask", "attributes": [dict(a) for a in ATTRIBUTES]}
+        for i, name in enumerate(classes)
+        if i > 0
+    ]
+
+
+def project_labels(classes: list[str], palette: list[tuple[int, ...]]) -> list[dict]:
+    """Labels for a CVAT project or task (paste into its Raw label editor): the names the
+    function answers with (CVAT matches them exactly, case included), the attributes it
+    fills, and the dataset's palette. Type "any" takes masks and, with "Convert masks to
+    polygons", polygons."""
+    labels = []
+    for i, name in enumerate(classes):
+        if i == 0:
+            continue  # background is not annotated
+        label = {"name": name, "type": "any"}
+        if i < len(palette):
+            label["color"] = "#{:02x}{:02x}{:02x}".format(*palette[i][:3])
+        label["attributes"] = [
+            {**a, "mutable": True, "default_value": a["values"][0]} for a in ATTRIBUTES
+        ]
+        labels.append(label)
+    return labels
 
 
 def render_function_yaml(
@@ -114,8 +151,7 @@ def render_function_yaml(
         )
     else:
         annotations["name"] = f"{annotations['name']} [{model_name}]"
-    labels = [{"id": i, "name": name, "type": "mask"} for i, name in enumerate(classes) if i > 0]
-    annotations["spec"] = json.dumps(labels, indent=2)
+    annotations["spec"] = json.dumps(function_labels(classes), indent=2)
     spec["spec"]["build"]["image"] = f"cvat.pth.mmseg.{model_name}" + (
         ".gpu" if "gpu" in template.name else ""
     )
@@ -151,6 +187,7 @@ def build_zip(model_name: str, checked: dict, output: Path) -> Path:
                 _add_tree(archive, REPO / package, f"nuclio/{package}")
             _add_tree(archive, Path(segment_anything.__file__).parent, "nuclio/segment_anything")
             archive.writestr("nuclio/best_segformer_config.py", checked["cfg"].pretty_text)
+            archive.writestr(f"nuclio/{LABELS_FILE}", labels_json(checked))
             # weights do not compress: store them as they are
             archive.write(checked["weights"], "nuclio/best_segformer.pth", zipfile.ZIP_STORED)
             if checked["sam"] is not None:
@@ -161,6 +198,18 @@ def build_zip(model_name: str, checked: dict, output: Path) -> Path:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return output
+
+
+def labels_json(checked: dict) -> str:
+    return json.dumps(project_labels(checked["classes"], checked["palette"]), indent=2) + "\n"
+
+
+def write_labels(checked: dict, target: Path) -> Path:
+    """cvat_labels.json beside the zip, written whole or not at all."""
+    from dataset.image_io import write_bytes_atomic
+
+    write_bytes_atomic(target, labels_json(checked).encode())
+    return target
 
 
 def _sam_argument(sam_weights: str | None, semantic_only: bool) -> str | None:
@@ -199,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model_name, args.segformer_weights, args.segformer_config, sam_weights
         )
         zip_path = build_zip(args.model_name, checked, args.output)
+        labels_path = write_labels(checked, zip_path.with_name(LABELS_FILE))
     except PackagingError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
@@ -217,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  mkdir -p nuclio_bundles/{model} && unzip {zip_path.name} -d nuclio_bundles/{model}/\n"
         f"  {deploy} ./nuclio_bundles/{model}/nuclio/\n"
         "GPU: add --file <bundle>/nuclio/function-gpu.yaml to nuctl deploy.\n"
-        f"Check: nuctl get function {name} --platform local"
+        f"Check: nuctl get function {name} --platform local\n"
+        f"Labels: paste {labels_path.name} into the CVAT project's Raw label editor (names "
+        "match the function's exactly; confidence and unsure attributes kept)"
     )
     return 0
 

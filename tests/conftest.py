@@ -17,6 +17,14 @@ os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["CORAL_ENV_FILE"] = os.devnull
 for _name in [n for n in os.environ if n.startswith("CORAL_") and n != "CORAL_ENV_FILE"]:
     del os.environ[_name]
+# Compiled OpenVINO encoders (models/sam_openvino.py) go to a throw-away folder shared by the
+# session's tests and the scripts they run, not to the user's ~/.cache.
+_CACHE_DIR = tempfile.mkdtemp(prefix="coral-tests-cache-")
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+os.environ["CORAL_CACHE_DIR"] = _CACHE_DIR
+# SAM's encoder in PyTorch unless a test asks for OpenVINO (tests/test_sam_cpu.py,
+# bench/function_cpu_bench.py's smoke run): a ViT-B export per test session costs ~30 s.
+os.environ["CORAL_SAM_ENCODER_RUNTIME"] = "torch"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -64,6 +64,7 @@ def bundle(inputs):
 
 
 def test_bundle_holds_the_guides_files(bundle):
+    assert (bundle.parent.parent / "cvat_labels.json").is_file(), "written beside nuclio.zip"
     names = {p.name for p in bundle.iterdir()}
     assert {
         "best_segformer.pth",
@@ -90,9 +91,14 @@ def test_function_yaml_follows_cvats_contract(bundle):
         annotations = spec["metadata"]["annotations"]
         assert annotations["type"] == "detector" and annotations["framework"] == "pytorch"
         labels = json.loads(annotations["spec"])
-        assert labels == [
-            {"id": i, "name": n, "type": "mask"} for i, n in enumerate(fine.classes) if i > 0
+        assert [(label["id"], label["name"], label["type"]) for label in labels] == [
+            (i, n, "mask") for i, n in enumerate(fine.classes) if i > 0
         ]
+        for label in labels:  # what the answer's attributes need to be kept by CVAT
+            assert [a["name"] for a in label["attributes"]] == ["confidence", "unsure"]
+        # the bundle's own labels for the CVAT project: the same names, the same attributes
+        project = json.loads((bundle / "cvat_labels.json").read_text())
+        assert [label["name"] for label in project] == list(fine.classes[1:])
         assert spec["spec"]["handler"] == "main:handler"
         assert (
             spec["spec"]["triggers"]["myHttpTrigger"]["attributes"]["maxRequestBodySize"]

@@ -336,11 +336,21 @@ def test_torchscript_export_matches_pytorch(prepared, trained, tmp_path):
         "--shape",
         "98",
         "126",
+        "--onnx",
     )
     assert "same class 100.00% of pixels" in result.stdout
     exported = torch.jit.load(str(tmp_path / "model.pt"))
-    logits = exported(torch.randint(0, 256, (1, 3, 98, 126)).float())
+    image = torch.randint(0, 256, (1, 3, 98, 126)).float()
+    logits = exported(image)
     assert logits.shape == (1, 17, 98, 126)
+    # the ONNX file, run by OpenVINO here (the script checked it too), gives the same logits
+    import openvino as ov
+
+    assert "ONNX: " in result.stdout and "in OpenVINO against PyTorch" in result.stdout
+    compiled = ov.Core().compile_model(str(tmp_path / "model.onnx"), "CPU")
+    from_onnx = torch.from_numpy(compiled(image.numpy())[0])
+    assert (from_onnx - logits).abs().max() <= 1e-3 * logits.abs().max()
+    assert not list(tmp_path.glob(".*partial")), "no leftover"
 
 
 def test_predictions_land_in_fiftyone_with_the_taxonomy(prepared, trained, fiftyone, tmp_path):

@@ -1,0 +1,186 @@
+"""CoralSCoP on a CPU: staged prompt decoding (models/sam_lean.py) and the OpenVINO image
+encoder (models/sam_openvino.py) give what segment-anything's PyTorch code gives.
+
+Tolerances: the staged decoder changes only the order of floating-point operations, so
+its mask logits stay within 1e-4 of segment-anything's (absolute, logits of order 1)
+and its kept sets are identical; OpenVINO's fp32 encoder stays within 1e-4 relative.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.coralscop import SAM_TINY, build_coralscop
+from models.mask_generator import CoralMaskGenerator, GeneratorSettings
+from models.sam_lean import decode_prompts, two_way
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sam():
+    """A tiny encoder; the mask decoder and category head have CoralSCoP's full size."""
+    torch.manual_seed(0)
+    model = build_coralscop(SAM_TINY)
+    with torch.no_grad():  # random weights put the IoU predictions around 0: spread them
+        model.mask_decoder.iou_prediction_head.layers[-1].bias.add_(0.5)
+    return model
+
+
+def _prompts(sam, count: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(1, 256, 64, 64, generator=generator)
+    points = torch.rand(count, 2, generator=generator) * 1024
+    return features, points
+
+
+def test_two_way_transformer_matches_segment_anythings_per_prompt_copies(sam):
+    transformer = sam.mask_decoder.transformer
+    features, _ = _prompts(sam, 0)
+    tokens = torch.randn(6, 7, 256, generator=torch.Generator().manual_seed(1))
+    pe = sam.prompt_encoder.get_dense_pe()
+    with torch.inference_mode():
+        expected = transformer(features.expand(6, -1, -1, -1), pe.expand(6, -1, -1, -1), tokens)
+        got = two_way(transformer, features, pe, tokens)
+    for reference, ours in zip(expected, got, strict=True):
+        assert ours.shape == reference.shape
+        assert (ours - reference).abs().max() < 1e-4 * reference.abs().max()
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+@pytest.mark.parametrize("use_category", [True, False])
+def test_staged_decoding_keeps_the_same_outputs_as_the_batched_decoder(
+    sam, multimask, use_category
+):
+    features, points = _prompts(sam, 24)
+    settings = GeneratorSettings(multimask_output=multimask)
+    batched = CoralMaskGenerator(sam, use_category, settings, staged=False)
+    batched.predictor.features = features
+    with torch.inference_mode():
+        low_res, iou, coral = batched._decode(points)
+        # a threshold in the middle of the predictions, so that both filters act
+        threshold = float(iou.median())
+        staged = decode_prompts(sam, features, points, multimask, threshold, use_category)
+        settings.pred_iou_thresh = threshold
+        kept = batched._decode_kept(points)
+    assert 0 < len(staged.iou) < len(iou), "the filters kept some outputs and dropped others"
+    for reference, ours in zip(kept, (staged.low_res, staged.iou, staged.coral), strict=True):
+        assert ours.shape == reference.shape
+        assert (ours - reference).abs().max() < 1e-4
+    if not use_category:
+        assert torch.equal(staged.coral, torch.ones_like(staged.coral))
+
+
+def test_a_threshold_of_zero_keeps_every_output_and_none_passing_gives_empty_tensors(sam):
+    features, points = _prompts(sam, 5)
+    with torch.inference_mode():
+        every = decode_prompts(sam, features, points, True, 0.0, False)
+        none = decode_prompts(sam, features, points, False, 1e9, True)
+    assert every.low_res.shape == (15, 256, 256) and len(every.iou) == 15
+    assert none.low_res.shape == (0, 256, 256) and len(none.iou) == len(none.coral) == 0
+
+
+def test_generator_gives_the_same_proposals_staged_and_batched(sam):
+    from dataset.reef_demo import render_sample
+
+    image, _ = render_sample(3, 160)
+    settings = GeneratorSettings(
+        points_per_side=6, crop_n_layers=1, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+        box_nms_thresh=1.0, crop_nms_thresh=1.0, min_mask_region_area=0,
+    )  # fmt: skip
+    staged = CoralMaskGenerator(sam, False, settings)
+    assert staged.staged, "a model on the CPU decodes in stages by default"
+    found = staged.generate(image)
+    expected = CoralMaskGenerator(sam, False, settings, staged=False).generate(image)
+    assert len(found) == len(expected) > 20
+    # a logit within 1e-4 of the threshold may fall on the other side: count pixels
+    differing = (found.masks != expected.masks).sum().item()
+    assert differing <= 1e-5 * expected.masks.numel()
+    assert torch.allclose(found.iou_preds, expected.iou_preds, atol=1e-4)
+
+
+openvino = pytest.importorskip("openvino", reason="the OpenVINO encoder needs openvino")
+
+
+def test_openvino_encoder_matches_pytorch_and_is_cached(sam, tmp_path):
+    from models.sam_openvino import compile_image_encoder
+
+    image = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = sam.image_encoder(image)
+    encoder = compile_image_encoder(sam.image_encoder, threads=1, cache_dir=tmp_path)
+    got = encoder(image)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 1e-4 * expected.abs().max()
+
+    def model_files():
+        return sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir()
+                      if p.suffix in (".bin", ".xml"))  # fmt: skip
+
+    cached = model_files()
+    assert [Path(name).suffix for name, _ in cached] == [".bin", ".xml"]
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()], "no scratch folder left"
+    again = compile_image_encoder(sam.image_encoder, threads=1, cache_dir=tmp_path)
+    assert torch.equal(again(image), got), "read back from the cache"
+    assert model_files() == cached, "no second export"
+
+
+def test_segmenter_with_openvino_gives_the_same_proposals_as_with_pytorch(tmp_path, monkeypatch):
+    from dataset.reef_demo import render_sample
+    from inferencer import CoralSCoPSegmenter
+
+    monkeypatch.setenv("CORAL_CACHE_DIR", str(tmp_path))
+    image, _ = render_sample(4, 128)
+    settings = GeneratorSettings(
+        points_per_side=4, crop_n_layers=0, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    )
+    runs = {}
+    for runtime in ("torch", "openvino"):
+        torch.manual_seed(0)
+        segmenter = CoralSCoPSegmenter(None, "cpu", settings, SAM_TINY, encoder_runtime=runtime)
+        assert segmenter.encoder_runtime == runtime
+        runs[runtime] = segmenter.propose(image)
+    assert len(runs["torch"]) == len(runs["openvino"]) > 0
+    differing = (runs["torch"].masks != runs["openvino"].masks).sum().item()
+    assert differing <= 1e-5 * runs["torch"].masks.numel()
+
+
+def test_runtime_choice_falls_back_to_pytorch_without_openvino():
+    """In a process where `import openvino` fails, as on a machine without the package."""
+    script = (
+        "import sys; sys.modules['openvino'] = None\n"
+        "import torch\n"
+        "from models.sam_openvino import choose_runtime\n"
+        "cpu = torch.device('cpu')\n"
+        "print(choose_runtime('auto', cpu), choose_runtime('torch', cpu))\n"
+        "try:\n"
+        "    choose_runtime('openvino', cpu)\n"
+        "except ValueError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "torch torch"
+    assert "openvino package is not installed" in lines[1]
+
+
+def test_runtime_choice_with_openvino_installed(monkeypatch):
+    from models.sam_openvino import choose_runtime
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert choose_runtime("auto", cpu) == "openvino"
+    assert choose_runtime("auto", gpu) == "torch", "a GPU keeps the PyTorch encoder"
+    monkeypatch.setenv("CORAL_SAM_ENCODER_RUNTIME", "torch")
+    assert choose_runtime(None, cpu) == "torch"
+    with pytest.raises(ValueError, match="auto, openvino or torch"):
+        choose_runtime("onnx", cpu)
+    with pytest.raises(ValueError, match="CPU only"):
+        choose_runtime("openvino", gpu)
