@@ -13,31 +13,29 @@ log with the reason it is not; a folder with no readable image stops the run
 image (unreadable, or an output that could not be written) is logged, the run
 goes on, then exits with status 1. predictions.json is written at the end of a
 run, complete, by rename. One run at a time may write an output folder.
+Images over 40 MP (every image with --tiled) go through tiles (mosaic/): a class-map
+and a confidence GeoTIFF and a colonies GeoJSON in mosaics/, in the image's CRS.
+
+Sharded over several GPUs or nodes (each process does its share of the images,
+balanced by pixel count; one merged predictions.json and log at the end):
+
+    torchrun --nproc_per_node 4 inference_with_coralscop.py ... --launcher pytorch
+    srun --ntasks 8 --gres gpu:4 python inference_with_coralscop.py ... --launcher slurm
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from tqdm import tqdm
-
-from dataset.image_io import read_rgb
-from dataset.inference_outputs import (
-    InputFolderError,
-    OutputConflictError,
-    OutputFolder,
-    scan_inputs,
-)
-from inferencer import TwoStageInferencer, default_device
+from engine.batch_inference import run
+from engine.distributed import LAUNCHERS, LauncherError, init_processes
+from inferencer import default_device
 from models.fusion import FusionSettings
 from models.mask_generator import GeneratorSettings
+from mosaic.pipeline import TILED_ABOVE_PIXELS, TileSettings
+from mosaic.windows import check_tiling
 
-log = logging.getLogger("inference")
 DEFAULTS = FusionSettings()
 
 
@@ -103,6 +101,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--score-threshold", type=float, default=0.72, help="SAM predicted-IoU threshold"
     )
     p.add_argument(
+        "--stability-threshold", type=float, default=GeneratorSettings.stability_score_thresh,
+        help="SAM stability-score threshold (CoralSCoP: %(default)s; 0 keeps every mask)",
+    )  # fmt: skip
+    p.add_argument(
         "--points-per-side", type=int, default=32, help="SAM prompt grid (CoralSCoP: 32)"
     )
     p.add_argument("--crop-n-layers", type=int, default=1, help="SAM crop layers (CoralSCoP: 1)")
@@ -116,183 +118,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--overwrite", action="store_true", help="replace another run's results in --output-dir"
     )
-    return p.parse_args(argv)
-
-
-def setup_logging(log_file: Path) -> None:
-    """INFO and above to the terminal and to inference_log.txt (one file handler per run)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    for name in ("inference", "inferencer", "models"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        for old in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
-            logger.removeHandler(old)
-            old.close()
-        logger.addHandler(handler)
-
-
-def _reason(exc: BaseException, name: str) -> str:
-    """The error's message without a leading file name (the log line starts with it)."""
-    message = str(exc)
-    return message[len(name) + 2 :] if message.startswith(f"{name}: ") else message
-
-
-def _check_stems(images: list[Path]) -> None:
-    stems = [p.stem for p in images]
-    clashes = sorted({s for s in stems if stems.count(s) > 1})
-    if clashes:
-        raise InputFolderError(
-            f"images in {images[0].parent} share a name (their masks would collide): {clashes}; "
-            "rename them"
-        )
-
-
-def _settings(args: argparse.Namespace) -> tuple[GeneratorSettings, FusionSettings, dict]:
-    generator = GeneratorSettings(
-        points_per_side=args.points_per_side,
-        crop_n_layers=args.crop_n_layers,
-        pred_iou_thresh=args.score_threshold,
-        min_mask_region_area=args.min_area,
+    p.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="none",
+        help="pytorch under torchrun, slurm under srun: the processes share the images "
+        "(each on its GPU, cuda:LOCAL_RANK, when --device is a GPU) and one output folder",
     )
-    fusion = FusionSettings(
-        args.min_threshold, args.unsure_threshold, args.nms_threshold, args.min_area
+    p.add_argument(
+        "--tiled",
+        action="store_true",
+        help="tiled inference for every image (automatic for images over "
+        f"{TILED_ABOVE_PIXELS / 1e6:.0f} MP): read by windows, class map and confidence "
+        "GeoTIFFs and colonies GeoJSON in mosaics/ (README: Orthomosaics)",
     )
-    run_info = {
-        "segformer_config": str(args.segformer_config),
-        "segformer_weights": str(args.segformer_weights),
-        "sam_checkpoint": args.sam_checkpoint,
-        "generator": vars(generator),
-        "fusion": vars(fusion),
-    }
-    return generator, fusion, run_info
-
-
-def _process(pending: list[Path], out: OutputFolder, inferencer, save_semantic: bool) -> int:
-    """Every pending image through the models into the output folder; returns the failures."""
-    failures = 0
-    # decoding the next image overlaps the model work on this one
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        decoded = [reader.submit(read_rgb, path, name=path.name) for path in pending[:1]]
-        bar = tqdm(pending, unit="img")
-        for index, path in enumerate(bar):
-            if index + 1 < len(pending):
-                nxt = pending[index + 1]
-                decoded.append(reader.submit(read_rgb, nxt, name=nxt.name))
-            started = time.perf_counter()
-            try:
-                image = decoded[index].result()
-                result = inferencer(image)
-                out.write(path.stem, path.name, image, result, inferencer.classes,
-                          inferencer.palette, save_semantic)  # fmt: skip
-            except Exception as exc:  # one bad image must not stop the batch; it is logged
-                failures += 1
-                log.error(
-                    "%s: not done: %s: %s", path.name, type(exc).__name__, _reason(exc, path.name)
-                )
-                continue
-            finally:
-                decoded[index] = None  # the decoded image goes with this iteration
-            seconds = time.perf_counter() - started
-            bar.set_postfix(s_per_img=f"{seconds:.2f}", instances=len(result.instances))
-            log.info(
-                "%s: %d instances (%d unsure) in %.2f s (semantic %.2f, SAM %.2f, fusion %.2f)",
-                path.name,
-                len(result.instances),
-                sum(i.unsure for i in result.instances),
-                seconds,
-                result.seconds["semantic"],
-                result.seconds["sam"],
-                result.seconds["fusion"],
-            )
-            del image, result  # nothing of a finished image outlives its iteration
-    return failures
-
-
-def _to_fiftyone(name: str, out: OutputFolder, images: list[Path], classes) -> None:
-    """Store every finished image's instances, read back from its record one at a time:
-    memory stays that of one batch, and images finished by an earlier (interrupted)
-    run are stored too."""
-    from dataset.fiftyone_predictions import add_predictions, detections_from_coco
-
-    by_name = {p.name: p for p in images}
-    items = (
-        (by_name[record["image"]["file_name"]], detections_from_coco(
-            record["annotations"], classes, record["image"]["width"], record["image"]["height"]
-        ))
-        for _, record in out.records([p.stem for p in images])
+    p.add_argument(
+        "--tile-size", type=int, default=TileSettings.tile_size, help="tile side in px "
+        "(default: %(default)s, SAM's input: proposals at native resolution)",
     )  # fmt: skip
-    count = add_predictions(name, items)
-    log.info("Stored predictions of %d images in FiftyOne dataset %s (field 'predictions')",
-             count, name)  # fmt: skip
+    p.add_argument(
+        "--tile-overlap", type=int, default=TileSettings.overlap,
+        help="overlap of neighbouring tiles in px, at most half a tile (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mm-per-pixel", type=float, help="ground size of a pixel for the colonies' areas in "
+        "m2 (default: from the image's georeference)",
+    )  # fmt: skip
+    p.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    try:
+        check_tiling(args.tile_size, args.tile_overlap)
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        scan = scan_inputs(args.input_dir)
-        _check_stems(scan.images)
-    except InputFolderError as exc:
+        processes = init_processes(args.launcher)
+    except LauncherError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
-    generator, fusion, run_info = _settings(args)
     try:
-        out = OutputFolder(args.output_dir, run_info, args.overwrite)
-    except (OutputConflictError, OSError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 2
-    with out:
-        return _run(args, scan, out, generator, fusion)
-
-
-def _run(
-    args, scan, out: OutputFolder, generator: GeneratorSettings, fusion: FusionSettings
-) -> int:
-    setup_logging(out.log_file)
-    for path, reason in scan.skipped:
-        log.warning("%s: skipped: %s", path.name, reason)
-    images = scan.images
-    pending = [p for p in images if not out.is_done(p.stem)]
-    log.info(
-        "%d images in %s; %d already done, %d to process on %s",
-        len(images),
-        args.input_dir,
-        len(images) - len(pending),
-        len(pending),
-        args.device,
-    )
-    inferencer = TwoStageInferencer(
-        args.segformer_config,
-        args.segformer_weights,
-        args.sam_checkpoint,
-        args.device,
-        fusion,
-        generator,
-    )
-    classes = inferencer.classes
-    log.info("--min-threshold %s: pixels whose best class probability is under %.3f (%d classes) "
-             "count for no class", fusion.min_threshold, fusion.probability_floor(len(classes)),
-             len(classes))  # fmt: skip
-    failures = _process(pending, out, inferencer, args.save_semantic)
-    errors = 0
-    try:
-        predictions = out.assemble([p.stem for p in images], classes)
-        log.info("Results in %s (predictions: %s, log: %s)", out.root, predictions, out.log_file)
-    except OSError as exc:
-        errors += 1
-        log.error("predictions.json not written: %s", exc)
-    if args.to_fiftyone:
-        try:
-            _to_fiftyone(args.to_fiftyone, out, images, classes)
-        except Exception as exc:  # the files are written; say what failed, exit non-zero
-            errors += 1
-            log.error("FiftyOne dataset %s not updated: %s: %s", args.to_fiftyone,
-                      type(exc).__name__, exc)  # fmt: skip
-    if failures:
-        log.error("%d of %d images failed; rerun the same command to retry them (see %s)",
-                  failures, len(pending), out.log_file)  # fmt: skip
-    return 1 if failures or errors else 0
+        return run(args, processes)
+    finally:
+        processes.close()
 
 
 if __name__ == "__main__":

@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg.work_dir = args.work_dir or os.path.join(
         "work_dirs", os.path.splitext(os.path.basename(args.config))[0], f"test_{args.split}"
     )
-    set_launcher(cfg, args.launcher)
     # One flag instead of editing the config: the test loader reads the chosen split.
     prefix = cfg.test_dataloader.dataset.data_prefix
     prefix.img_path, prefix.seg_map_path = f"images/{args.split}", f"annotations/{args.split}"
     try:
+        set_launcher(cfg, args.launcher)
         check_data(cfg, args.config, ("test_dataloader",))
     except DataConfigError as exc:
         log.error("%s", exc)

@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     cfg = load_config(args.config, args.cfg_options)
     cfg.work_dir = args.work_dir or default_work_dir(args.config)
-    set_launcher(cfg, args.launcher)
     try:
+        set_launcher(cfg, args.launcher)
         check_data(cfg, args.config, ("train_dataloader", "val_dataloader"))
     except DataConfigError as exc:
         log.error("%s", exc)

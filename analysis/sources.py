@@ -13,10 +13,10 @@ Three kinds of folder hold labels (`open_source` tells them apart):
 In class maps, colonies are the 8-connected regions of each coral class (as the fusion
 rule makes instances of uncovered pixels); touching colonies of one genus are one region.
 
-The large-image outputs (class-map GeoTIFF + instances GeoJSON) plug in as one more
-source with the same `stems` / `load` methods, whose `ImageLabels.scale` comes from the
-raster's georeference (`analysis.scale.Scale.from_affine(*transform)`); it is not written
-yet (it needs rasterio and shapely, which arrive with the large-image work).
+The large-image outputs (class-map GeoTIFF + colonies GeoJSON in the mosaics/ folder
+of a tiled run) are one more source with the same `stems` / `load` methods
+(analysis/mosaic_source.py), whose `ImageLabels.scale` comes from the raster's
+georeference.
 """
 
 from __future__ import annotations
@@ -406,6 +406,10 @@ def open_source(
     images = Path(images) if images else None
     if not path.is_dir():
         raise SourceError(f"{path}: {'not a folder' if path.exists() else 'does not exist'}")
+    from analysis.mosaic_source import MosaicOutput, is_mosaic_folder  # it builds on this module
+
+    if is_mosaic_folder(path):  # the mosaics/ folder of tiled inference
+        return MosaicOutput(path)
     if (path / "predictions.json").exists() or (path / "masks").is_dir():
         return TwoStageOutput(path, images)
     if (path / "annotations").is_dir():

@@ -79,6 +79,8 @@ if [ "${SMOKE:-0}" = 1 ]; then  # the same runs, tiny and on the CPU (tests/test
            --rows 5)
   pipeline=(--num-samples 2 --image-size 128 --workers 0 --batches 1)
   cleanup=(--masks 4 --size 128 --warmup 0 --repeats 1)
+  # the 40000 px mosaic's smallest setting: 4 tiles of 128 px, tiny models, CPU
+  scale=(--sizes 192 --tile-size 128 --overlap 32 --quadrat 128 --device cpu)
 else
   semantic=(--device cuda --sizes 1920 --warmup 2 --repeats 10)
   train=($config --device cuda --amp --batch 4 --data folder --steps 20 --warmup 4)
@@ -97,6 +99,10 @@ else
   profile=(--device cuda)
   pipeline=(--workers 0,4,8 --batches 12)
   cleanup=(--device cuda)
+  # tiled inference of a 40000 x 40000 mosaic: host peak RSS (target 8 GiB) and peak GPU
+  # memory (one tile); the recipe's models, random weights, light SAM. Tiles of 2048 px
+  # (484 of them) keep it inside its limit; 1024 px tiles would be 2025 (not timed yet)
+  scale=(--sizes 40000 --device cuda --full-models --points-per-side 8 --tile-size 2048)
 fi
 bench semantic_end2end 150 bench/semantic_bench.py --part end2end --dtype bf16 "${semantic[@]}"
 bench train_b4 120 bench/train_bench.py "${train[@]}"
@@ -110,6 +116,7 @@ bench two_stage_no_filters 90 bench/two_stage_bench.py "${two_stage[@]}" "${no_t
 bench train_b4_fused 120 bench/train_bench.py "${train[@]}" --fused
 bench cleanup 60 bench/cleanup_bench.py "${cleanup[@]}"
 bench pipeline 90 bench/pipeline_bench.py "${pipeline[@]}"
+bench scale_40000 540 bench/scale_bench.py "${scale[@]}"
 rm -f "$out/.run.log"
 "$python" bench/check_targets.py "$out/results.jsonl" >"$out/targets.txt" 2>&1 \
   || failed+=(check_targets)

@@ -32,6 +32,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -83,10 +84,10 @@ def _load_bytes(source: str | Path | bytes, name: str) -> bytes:
         raise ImageReadError(f"{name}: cannot read the file ({exc.strerror or exc})") from None
 
 
-def _header(data: bytes, name: str) -> ImageHeader | None:
+def _header(data: bytes | BinaryIO, name: str) -> ImageHeader | None:
     """The header as Pillow reads it (no pixel is decoded); None if Pillow does not know it."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             width, height = image.size
             kind = image.format or "unknown"
             mode = image.mode
@@ -108,6 +109,16 @@ def _header(data: bytes, name: str) -> ImageHeader | None:
 def read_header(source: str | Path | bytes, name: str | None = None) -> ImageHeader:
     """Size (as displayed), orientation and format, from the header alone."""
     name = name or str(source if not isinstance(source, bytes) else "image")
+    if isinstance(source, str | Path):
+        # from the file, Pillow reads the header's bytes only: sizing a multi-GB mosaic
+        # (or every image of an archive, to share it among processes) loads no pixel data
+        try:
+            with open(source, "rb") as handle:
+                header = _header(handle, name)
+        except OSError:
+            header = None  # _load_bytes below names what is wrong with the file
+        if header is not None:
+            return header
     data = _load_bytes(source, name)
     header = _header(data, name)
     if header is None:

@@ -8,6 +8,7 @@
     <output>/.per_image/<stem>.json             finished images (a rerun skips them)
     <output>/inference_run.json                 the settings of the run that owns the folder
     <output>/.inference.lock                    held (flock) by the run writing the folder
+    <output>/.process_logs/process_NNNN.txt     each process's log during a sharded run
 
 Every write is checked and atomic (temporary name, then rename): a failed write
 raises ImageWriteError naming the file. Each image's files are complete before
@@ -17,17 +18,25 @@ predictions.json is assembled from the records once, at the end of a run, and
 replaced by rename: a reader finds either no file (a first run still going or
 killed) or a complete COCO document. A folder that holds another run's results is
 refused unless overwrite is asked for; a folder another run is writing is refused.
+
+A sharded run (several processes) shares one folder: its main process claims it
+and holds the lock; the others `join` it and write only their own images. Each
+process logs into its own file (appends from several hosts to one file on a
+network share interleave); the main process merges them into inference_log.txt
+in time order at the end, or the next run does, after a killed one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
 import json
 import os
+import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,13 +50,18 @@ from dataset.visualize import draw_instances
 
 RUN_FILE = "inference_run.json"
 LOCK_FILE = ".inference.lock"
+PROCESS_LOGS = ".process_logs"
+# a log record's first line starts with logging's asctime (its order is time order)
+RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 OUTPUTS = (
     "visualizations",
     "masks",
     "semantic",
     ".per_image",
+    PROCESS_LOGS,
     "predictions.json",
     "inference_log.txt",
+    "mosaics",  # large images (mosaic/batch.py)
 )
 # What dataset.image_io.read_rgb decodes (OpenCV, or Pillow for GIF and JPEG 2000).
 READABLE_SUFFIXES = tuple(
@@ -129,10 +143,19 @@ def scan_inputs(folder: str | Path) -> InputScan:
 
 
 class OutputFolder:
-    """The output folder of one run; holds the folder's lock until `close` (or exit)."""
+    """The output folder of one run; holds the folder's lock until `close` (or exit).
 
-    def __init__(self, root: str | Path, run_info: dict, overwrite: bool = False) -> None:
+    join: write into the folder that the main process of the same sharded run has
+    claimed and holds the lock of (its settings must be this run's)."""
+
+    def __init__(
+        self, root: str | Path, run_info: dict, overwrite: bool = False, join: bool = False
+    ) -> None:
         self.root = Path(root)
+        self._lock = None
+        if join:
+            self._join(run_info)
+            return
         if self.root.exists() and not self.root.is_dir():
             raise OutputConflictError(f"--output-dir {self.root} is a file; choose a folder")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -186,7 +209,17 @@ class OutputFolder:
         for name in ("visualizations", "masks", ".per_image"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
         self._remove_leftovers()
+        self.merge_process_logs()  # a killed sharded run's logs
         write_bytes_atomic(marker, json.dumps(run_info, indent=2).encode())
+
+    def _join(self, run_info: dict) -> None:
+        marker = self.root / RUN_FILE
+        claimed = json.loads(marker.read_text()) if marker.is_file() else None
+        if claimed != run_info:
+            raise OutputConflictError(
+                f"{self.root} was not claimed with this process's settings; start every "
+                "process of a sharded run with the same command"
+            )
 
     def close(self) -> None:
         """Release the folder's lock (process exit does it too)."""
@@ -212,7 +245,7 @@ class OutputFolder:
     def _remove_leftovers(self) -> None:
         """Temporary files and staging folders of a run that was killed (this run holds
         the lock, so no other run is writing them)."""
-        for name in (".", "visualizations", "semantic", ".per_image"):
+        for name in (".", "visualizations", "semantic", ".per_image", "mosaics"):
             folder = self.root / name
             for path in folder.glob(".*.tmp-*") if folder.is_dir() else ():
                 path.unlink(missing_ok=True)
@@ -223,8 +256,37 @@ class OutputFolder:
     def log_file(self) -> Path:
         return self.root / "inference_log.txt"
 
+    def process_log(self, rank: int) -> Path:
+        """Where process `rank` of a sharded run logs until the logs are merged."""
+        folder = self.root / PROCESS_LOGS
+        folder.mkdir(exist_ok=True)
+        return folder / f"process_{rank:04d}.txt"
+
+    def merge_process_logs(self) -> int:
+        """Append the processes' logs to inference_log.txt, records in time order (a
+        record keeps its continuation lines, such as a traceback), then remove them;
+        returns how many were merged. A failed append raises and removes nothing."""
+        files = sorted((self.root / PROCESS_LOGS).glob("process_*.txt"))
+        if not files:
+            return 0
+        with contextlib.ExitStack() as stack:
+            streams = [_records(stack.enter_context(open(f, encoding="utf-8", errors="replace")))
+                       for f in files]  # fmt: skip
+            target = stack.enter_context(open(self.log_file, "a", encoding="utf-8"))
+            for _, text in heapq.merge(*streams, key=lambda record: record[0]):
+                target.write(text)
+        for path in files:
+            path.unlink()
+        with contextlib.suppress(OSError):  # kept if something else was put there
+            (self.root / PROCESS_LOGS).rmdir()
+        return len(files)
+
     def _record(self, stem: str) -> Path:
         return self.root / ".per_image" / f"{stem}.json"
+
+    def record_path(self, stem: str) -> Path:
+        """Where an image's record goes; written last, it marks the image done."""
+        return self._record(stem)
 
     def is_done(self, stem: str) -> bool:
         return self._record(stem).is_file()
@@ -277,11 +339,14 @@ class OutputFolder:
                     path.unlink()
 
     def records(self, stems: list[str]) -> Iterator[tuple[int, dict]]:
-        """(image id, record) of every finished image, ids by position in `stems` (from 1)."""
+        """(image id, record) of every finished image, ids by position in `stems` (from 1);
+        large images (a "mosaic" record: GeoTIFF and GeoJSON outputs) are not among them."""
         for image_id, stem in enumerate(stems, start=1):
             path = self._record(stem)
             if path.is_file():
-                yield image_id, json.loads(path.read_text())
+                record = json.loads(path.read_text())
+                if "mosaic" not in record:
+                    yield image_id, record
 
     def assemble(self, stems: list[str], classes) -> Path:
         """predictions.json from every finished image, ids in file order (written by rename)."""
@@ -293,3 +358,18 @@ class OutputFolder:
         target = self.root / "predictions.json"
         write_bytes_atomic(target, json.dumps(coco_document(images, annotations, classes)).encode())
         return target
+
+
+def _records(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(timestamp, text) of each log record, one record in memory at a time."""
+    stamp, text = "", ""
+    for line in lines:
+        start = RECORD_START.match(line)
+        if start and text:
+            yield stamp, text
+            text = ""
+        if start:
+            stamp = start.group(0)
+        text += line if line.endswith("\n") else line + "\n"
+    if text:
+        yield stamp, text

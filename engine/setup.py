@@ -93,6 +93,11 @@ def set_launcher(cfg: Config, launcher: str) -> None:
         )
     import torch.distributed as dist
 
+    if "RANK" not in os.environ and not dist.is_initialized():
+        raise DataConfigError(
+            "--launcher pytorch: start the command with torchrun (torchrun --nproc_per_node N "
+            "... --launcher pytorch)"
+        )
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
     cfg.model_wrapper_cfg = dict(

@@ -124,6 +124,16 @@ def test_batch_memory_bench_measures_each_run_alone():
     assert big >= 300 > after
 
 
+def test_scale_bench_smallest_setting(capsys):
+    import scale_bench
+
+    result = scale_bench.main(sizes="192", tile_size=128, overlap=32, quadrat=128)
+    (row,) = result["rows"]
+    assert row["tiles"] == 4 and row["megapixels"] == pytest.approx(0.0369, abs=0.001)
+    assert row["peak_rss_mib"] > 100 and row["s_per_mp"] > 0 and row["peak_gpu_mib"] is None
+    assert '"benchmark": "scale"' in capsys.readouterr().out
+
+
 def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
     import json
     import os
@@ -140,7 +150,7 @@ def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
     assert runs == [
         "semantic_end2end", "train_b4", "two_stage", "generator", "train_b8_checkpointing",
         "semantic_end2end_fp32", "generator_no_filters", "profile", "two_stage_no_filters",
-        "train_b4_fused", "cleanup", "pipeline",
+        "train_b4_fused", "cleanup", "pipeline", "scale_40000",
     ]  # fmt: skip
     targets = (out / "targets.txt").read_text()
     # no CPU figure meets a GPU target; peak GPU memory of a CPU run is no figure
@@ -219,3 +229,55 @@ def test_check_targets_verdicts():
     assert verdicts["generator speed-up vs segment-anything"] == "met"
     # a different mask count fails the equality target whatever the IoU
     assert verdicts["generator masks match (worst best-match IoU)"] == "MISSED"
+
+
+def test_shard_bench_smallest_setting(capsys):
+    import shard_bench
+
+    result = shard_bench.main(images=2, image_size=64, points_per_side=2)
+    one, two = result["rows"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["images"] == two["images"] == 2 and one["processing_images_per_s"] > 0
+    ratio = two["processing_images_per_s"] / one["processing_images_per_s"]
+    assert result["speedup"] == pytest.approx(ratio, rel=1e-2)
+    assert two["wall_s"] >= two["processing_s"], "start-up is in the wall time only"
+    assert '"benchmark": "shard"' in capsys.readouterr().out
+
+
+def test_function_cpu_bench_smallest_setting(tmp_path):
+    """Both paths through the packaged function's handler (CoralSCoP-shaped ViT-B, random
+    weights, one encoder pass each), every mask through: same answers."""
+    import json
+    import subprocess
+
+    out = tmp_path / "function.json"
+    run = subprocess.run(
+        [sys.executable, "bench/function_cpu_bench.py", "--size", "128", "--points", "2",
+         "--crop-layers", "0", "--pred-iou-thresh", "0", "--stability-thresh", "0",
+         "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    runs = {r["path"]: r for r in report["runs"]}
+    assert runs["pytorch"]["encoder_runtime"] == "torch" and not runs["pytorch"]["staged_decoding"]
+    assert runs["fast"]["encoder_runtime"] == "openvino" and runs["fast"]["staged_decoding"]
+    assert all(r["handler_s"] > 0 and r["peak_rss_mib"] > 0 for r in runs.values())
+    answers = report["answers"]
+    assert answers["reference_items"] == answers["other_items"] > 0
+    assert answers["same_label"] == answers["reference_items"]
+    assert answers["min_iou"] >= 0.99
+
+
+def test_function_bench_matches_answers_by_iou():
+    from function_cpu_bench import compare_answers
+
+    def item(label, x0, y0, x1, y1):
+        crop = [1] * ((x1 - x0 + 1) * (y1 - y0 + 1))
+        return {"label": label, "mask": [*crop, x0, y0, x1, y1]}
+
+    reference = [item("Acropora", 0, 0, 9, 9), item("Porites", 20, 20, 29, 29)]
+    other = [item("Porites", 20, 20, 29, 28), item("Acropora", 0, 0, 9, 9)]  # one row less
+    result = compare_answers(reference, other, 32)
+    assert result["same_label"] == 2 and result["min_iou"] == 0.9 and result["mean_iou"] == 0.95
+    assert result["matched_iou_ge_0.9"] == 2

@@ -225,11 +225,12 @@ def test_empty_or_text_only_folder_stops_before_any_model_is_loaded(
     tmp_path, monkeypatch, capsys, random_semantic_checkpoint
 ):
     import inference_with_coralscop as cli
+    from engine import batch_inference
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded for a folder with nothing to do")
 
-    monkeypatch.setattr(cli, "TwoStageInferencer", no_model)
+    monkeypatch.setattr(batch_inference, "TwoStageInferencer", no_model)
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"

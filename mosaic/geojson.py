@@ -1,0 +1,94 @@
+"""Colonies as a GeoJSON FeatureCollection that QGIS opens as is, streamed to disk.
+
+Coordinates are in the input's CRS (its geotransform applied to the pixel polygons),
+named by the collection's `crs` member (the 2008 GeoJSON form, which GDAL/QGIS read)
+when the CRS has an EPSG code; an image without a georeference gets pixel coordinates
+(x right, y down) and no `crs`. Rings follow the right-hand rule (RFC 7946), holes
+kept. Features are appended as colonies become final, into a temporary file renamed
+into place when the collection is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import shapely
+from rasterio.transform import Affine
+
+from dataset.image_io import ImageWriteError
+from mosaic.seams import Colony
+
+
+class GeoJSONWriter:
+    def __init__(self, path: Path, transform: Affine, crs, classes: list[str],
+                 pixel_area_m2: float | None, name: str) -> None:  # fmt: skip
+        self.path = path
+        self.count = 0
+        self.unsure = 0
+        self._temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        t = transform
+        self._matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
+        self._classes = classes
+        self._pixel_area_m2 = pixel_area_m2
+        header = {"type": "FeatureCollection", "name": name}
+        epsg = crs.to_epsg() if crs is not None else None
+        if epsg:
+            header["crs"] = {
+                "type": "name",
+                "properties": {"name": f"urn:ogc:def:crs:EPSG::{epsg}"},
+            }
+        try:
+            self._file = open(self._temporary, "w", encoding="utf-8")  # noqa: SIM115
+            self._file.write(json.dumps(header)[:-1] + ', "features": [\n')
+        except OSError as exc:
+            self._temporary.unlink(missing_ok=True)
+            raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+    def write(self, colonies: list[Colony]) -> None:
+        lines = []
+        for colony in colonies:
+            self.count += 1
+            self.unsure += colony.unsure
+            placed = shapely.affinity.affine_transform(colony.geometry, self._matrix)
+            placed = shapely.orient_polygons(placed)  # exterior counter-clockwise
+            area_px = colony.area_px
+            properties = {
+                "id": self.count,
+                "class_index": colony.label,
+                "class": self._classes[colony.label],
+                "confidence": round(colony.confidence, 4),
+                "unsure": colony.unsure,
+                "area_px": area_px,
+                "area_m2": None if self._pixel_area_m2 is None
+                else round(area_px * self._pixel_area_m2, 8),
+                "source": "+".join(colony.sources),
+            }  # fmt: skip
+            geometry = shapely.to_geojson(placed)
+            lines.append(
+                f'{{"type": "Feature", "properties": {json.dumps(properties)}, '
+                f'"geometry": {geometry}}}'
+            )
+        if not lines:
+            return
+        try:
+            self._file.write((",\n" if self.count > len(lines) else "") + ",\n".join(lines))
+        except OSError as exc:
+            self.abort()
+            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+
+    def commit(self) -> None:
+        try:
+            self._file.write("\n]}\n")
+            self._file.close()
+            self._temporary.replace(self.path)
+        except OSError as exc:
+            self.abort()
+            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._temporary.unlink(missing_ok=True)
