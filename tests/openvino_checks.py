@@ -11,7 +11,8 @@ from models.coralscop import SAM_TINY, build_coralscop
 from models.mask_generator import GeneratorSettings
 
 
-def _tiny_sam():
+def tiny_sam():
+    """A tiny encoder; the mask decoder and category head have CoralSCoP's full size."""
     torch.manual_seed(0)
     model = build_coralscop(SAM_TINY)
     with torch.no_grad():  # random weights put the IoU predictions around 0: spread them
@@ -23,7 +24,7 @@ def encoder_matches_pytorch_and_is_cached(folder: str) -> None:
     from models.sam_openvino import compile_image_encoder
 
     cache = Path(folder)
-    sam = _tiny_sam()
+    sam = tiny_sam()
     image = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         expected = sam.image_encoder(image)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.coralscop import SAM_TINY, build_coralscop
 from models.mask_generator import CoralMaskGenerator, GeneratorSettings
 from models.sam_lean import decode_prompts, two_way
 
@@ -26,12 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def sam():
-    """A tiny encoder; the mask decoder and category head have CoralSCoP's full size."""
-    torch.manual_seed(0)
-    model = build_coralscop(SAM_TINY)
-    with torch.no_grad():  # random weights put the IoU predictions around 0: spread them
-        model.mask_decoder.iou_prediction_head.layers[-1].bias.add_(0.5)
-    return model
+    from openvino_checks import tiny_sam  # the same model the OpenVINO checks build
+
+    return tiny_sam()
 
 
 def _prompts(sam, count: int, seed: int = 0):
