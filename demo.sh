@@ -68,7 +68,8 @@ step "7/8 Package the model as a CVAT function (deploy_as_zip.sh)"
 # Random CoralSCoP-shaped SAM weights stand in for vit_b_coralscop.pth (see step 5).
 SAM_RANDOM=data/reef_demo/vit_b_coralscop_RANDOM.pth
 [ -f "$SAM_RANDOM" ] || python -m models.coralscop --write-random "$SAM_RANDOM"
-./deploy_as_zip.sh reefdemo "$WORK_DIR/best_mIoU.pth" "$WORK_DIR/reef_demo_tiny.py" "$SAM_RANDOM"
+./deploy_as_zip.sh reefdemo "$WORK_DIR/best_mIoU.pth" "$WORK_DIR/reef_demo_tiny.py" "$SAM_RANDOM" \
+  --overwrite
 
 step "8/8 From masks to reef numbers: predicted and annotated cover, colonies, report (reef_stats.py)"
 # The demo's quadrats are taken to span 50 x 50 cm. tests/test_analysis_cli.py runs the

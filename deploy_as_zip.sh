@@ -2,6 +2,7 @@
 # Package a trained model as a CVAT auto-annotation function (Nuclio): nuclio.zip.
 #   ./deploy_as_zip.sh MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG SAM_WEIGHTS
 #   ./deploy_as_zip.sh --semantic-only MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG
+#   (add --overwrite to replace an existing nuclio.zip and cvat_labels.json)
 # e.g.
 #   ./deploy_as_zip.sh coralscopsegformer \
 #       work_dirs/dinov2_vitb14_coralsegv4_ms_config_segformer/best_mIoU_epoch_140.pth \
@@ -13,9 +14,11 @@
 # Inputs are validated first (nuclio/package.py); nuclio.zip appears in the current
 # directory only when complete.
 set -euo pipefail
-# four arguments either way: the SAM weights, or the flag in their place
-if [ "$#" -ne 4 ]; then
-  sed -n '2,4p' "$0" | sed 's/^# //' >&2
+# four arguments either way (the SAM weights, or the flag in their place), and --overwrite
+count=0
+for argument in "$@"; do [ "$argument" = --overwrite ] || count=$((count + 1)); done
+if [ "$count" -ne 4 ]; then
+  sed -n '2,5p' "$0" | sed 's/^# //' >&2
   exit 2
 fi
 here="$(cd "$(dirname "$0")" && pwd)"

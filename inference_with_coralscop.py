@@ -144,6 +144,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mm-per-pixel", type=float, help="ground size of a pixel for the colonies' areas in "
         "m2 (default: from the image's georeference)",
     )  # fmt: skip
+    p.add_argument(
+        "--nodata", type=int, metavar="VALUE", help="tiled images: input pixels of this value "
+        "in every band are outside the mosaic (the black 0 or white 255 collar of an export "
+        "without a nodata tag): 255 in the class map, in no colony, not counted",
+    )  # fmt: skip
     p.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:

@@ -20,10 +20,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from analysis.change import EVENTS, Event, colony_events
+from analysis.open_source import open_source
 from analysis.output import check_target, staged_folder, write_csv
 from analysis.register import Registration, common_area, register, warp_colony
 from analysis.scale import ScaleError, ScaleSpec
-from analysis.sources import ImageLabels, LabelSource, SourceError, open_source
+from analysis.sources import ImageLabels, LabelSource, SourceError
 from dataset.image_io import read_rgb, write_image
 
 log = logging.getLogger("coral")
@@ -75,6 +76,13 @@ class CompareOptions:
     min_overlap: float = 0.6
     same_within: float = 0.05
     overwrite: bool = False
+
+    @property
+    def inputs(self) -> list[Path | None]:
+        """Every file or folder the run reads (the output may not replace any of them)."""
+        classes = Path(self.classes) if self.classes else None
+        read = [self.before, self.after, self.groups, self.images_before, self.images_after]
+        return [*read, classes if classes and classes.exists() else None]
 
 
 @dataclass(frozen=True)
@@ -320,7 +328,7 @@ def compare_all(
 
 def run_compare(options: CompareOptions) -> int:
     """The whole command; returns the exit status (1 when a pair failed)."""
-    check_target(options.output_dir, options.overwrite)
+    check_target(options.output_dir, options.overwrite, options.inputs)
     before_source = open_source(
         options.before, options.split, options.classes, options.images_before
     )
@@ -332,7 +340,7 @@ def run_compare(options: CompareOptions) -> int:
         )
     pairs = find_pairs(options, before_source, after_source)
     try:
-        with staged_folder(options.output_dir, options.overwrite) as staging:
+        with staged_folder(options.output_dir, options.overwrite, options.inputs) as staging:
             summaries, failures = compare_all(pairs, before_source, after_source, options, staging)
     except _NothingCompared:
         log.error("No pair could be compared; nothing written to %s", options.output_dir)

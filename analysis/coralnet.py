@@ -112,9 +112,16 @@ def point_rows(
     name: str, class_map: np.ndarray, rows: np.ndarray, cols: np.ndarray, codes: Sequence[str]
 ) -> pd.DataFrame:
     """The CoralNet point-annotation rows of one image: each point labelled by its pixel."""
-    labels = [codes[i] for i in class_map[rows, cols]]
+    return point_table(name, rows, cols, class_map[rows, cols], codes)
+
+
+def point_table(
+    name: str, rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, codes: Sequence[str]
+) -> pd.DataFrame:
+    """The rows of points whose class indices are known already (`labels`)."""
     return pd.DataFrame(
-        {"Name": name, "Row": rows, "Column": cols, "Label code": labels}, columns=POINT_COLUMNS
+        {"Name": name, "Row": rows, "Column": cols, "Label code": [codes[i] for i in labels]},
+        columns=POINT_COLUMNS,
     )
 
 

@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # before pyplot: figures are written to files, never show
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.sources import ANNOTATED, ClassInfo  # noqa: E402
 
@@ -103,6 +104,7 @@ def size_frequency(sizes: pd.DataFrame, classes: ClassInfo, path: Path) -> Path:
         ax.set_title(genus, fontsize=9)
         ax.set_xlabel(f"colony area ({unit}, log2 classes)", fontsize=7)
         ax.set_ylabel("colonies", fontsize=7)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # colonies come whole
         if len(sources) > 1:
             ax.legend(fontsize=6, frameon=False)
     for ax in list(axes.flat)[len(genera) :]:

@@ -5,12 +5,17 @@ date, transect, quadrat, ...), or from a regular expression with named groups ma
 against each image's stem, e.g. `(?P<site>[A-Z]+)_(?P<date>\\d{8})_Q(?P<quadrat>\\d+)`.
 Without either, all images form one group.
 
+Colony density is counted over the images with a scale only: an image without one has
+no area, so its colonies (still in `colonies`) would inflate the density of a group
+that mixes both. `density_images` says how many images gave the density.
+
 Size-frequency uses log2 size classes, the convention of coral demography: class k holds
 colonies with 2**k <= area < 2**(k+1) (cm2 where the scale is known, else px).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -20,6 +25,8 @@ import pandas as pd
 from analysis.sources import SourceError
 
 ALL = "all images"
+
+log = logging.getLogger("coral")
 
 
 def read_groups_csv(path: str | Path, stems: dict[str, str]) -> pd.DataFrame:
@@ -84,20 +91,33 @@ def summarize_groups(
     cover: pd.DataFrame, images: pd.DataFrame, colonies: pd.DataFrame, keys: list[str]
 ) -> pd.DataFrame:
     """One row per group, source and class: images, cover mean / sd / se / min / max across
-    images (percent), colonies, counted area (m2) and colony density (per m2)."""
+    images (percent), colonies (all images), counted area (m2) of the images with a scale,
+    how many they are (density_images) and the colony density (per m2) over them alone."""
     by = [*keys, "source", "class_index", "class"]
     stats = cover.groupby(by, sort=False)["cover_percent"].agg(
         images="count", cover_mean="mean", cover_sd="std", cover_min="min", cover_max="max"
     )
     stats["cover_se"] = stats["cover_sd"] / np.sqrt(stats["images"])
-    area = images.groupby([*keys, "source"], sort=False)["valid_area_m2"].sum(min_count=1)
+    per_group = images.groupby([*keys, "source"], sort=False)["valid_area_m2"]
+    area = per_group.sum(min_count=1).rename("area_m2")
+    scaled_images = per_group.count().rename("density_images")
+    _log_mixed_scales(images, keys)
     named = colonies.rename(columns={"genus": "class"})
     counts = named.groupby(by, sort=False).size().rename("colonies")
-    out = stats.join(counts).reset_index()
-    out["colonies"] = out["colonies"].fillna(0).astype("Int64")
-    out.loc[out["class_index"] == 0, "colonies"] = pd.NA  # background holds no colony
-    out = out.join(area.rename("area_m2"), on=[*keys, "source"])
-    out["density_per_m2"] = out["colonies"].to_numpy(float, na_value=np.nan) / out["area_m2"]
+    # the density's numerator: colonies of the images whose area is known, as the denominator
+    scaled = images.loc[images["valid_area_m2"].notna(), ["image", "source"]]
+    in_scaled = named.merge(scaled.drop_duplicates(), on=["image", "source"])
+    scaled_counts = in_scaled.groupby(by, sort=False).size().rename("scaled_colonies")
+    out = stats.join(counts).join(scaled_counts).reset_index()
+    background = out["class_index"] == 0  # background holds no colony
+    for column in ("colonies", "scaled_colonies"):
+        out[column] = out[column].fillna(0).astype("Int64")
+        out.loc[background, column] = pd.NA
+    out = out.join(area, on=[*keys, "source"]).join(scaled_images, on=[*keys, "source"])
+    out["density_images"] = out["density_images"].astype("Int64")
+    out.loc[background, "density_images"] = pd.NA
+    density = out["scaled_colonies"].to_numpy(float, na_value=np.nan) / out["area_m2"]
+    out["density_per_m2"] = density
     columns = [
         *keys,
         "source",
@@ -110,9 +130,27 @@ def summarize_groups(
         "cover_max",
         "colonies",
         "area_m2",
+        "density_images",
         "density_per_m2",
     ]
     return out[columns]
+
+
+def _log_mixed_scales(images: pd.DataFrame, keys: list[str]) -> None:
+    """Name the groups whose images have a scale only in part: their density leaves the
+    others out."""
+    # an image's scale is the same for its predictions and annotations: one line per group
+    known = images.assign(scaled=images["valid_area_m2"].notna()).drop_duplicates("image")
+    for group, scaled in known.groupby(keys, sort=False)["scaled"]:
+        if 0 < scaled.sum() < len(scaled):
+            label = " / ".join(map(str, group if isinstance(group, tuple) else (group,)))
+            log.warning(
+                "Group %s: %d of %d images have a scale; its colony density counts the "
+                "colonies of those %d over their area (density_images), the others' colonies "
+                "count in `colonies` only. Give every image a scale (--mm-per-pixel or "
+                "--quadrat-size-cm) for a density over all of them",
+                label, int(scaled.sum()), len(scaled), int(scaled.sum()),
+            )  # fmt: skip
 
 
 def size_classes(colonies: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

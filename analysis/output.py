@@ -1,60 +1,40 @@
-"""An output folder that appears complete or not at all.
+"""An output folder that appears complete or not at all, and never replaces a user's files.
 
-Everything is written into a staging folder beside the target and renamed at the end:
-an interrupted run leaves the previous results intact and no half folder. An existing
-folder is replaced only when asked (--overwrite).
+Everything is written into a staging folder beside the target and renamed at the end
+(dataset/output_safety.py: the rule every tool follows): an interrupted run leaves the
+previous results intact and no half folder, and a later run removes its leftovers. An
+existing folder is replaced only when asked (--overwrite) and only when reef_stats.py
+wrote it; never one that holds or lies inside an input.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from dataset.image_io import write_bytes_atomic
+from dataset.output_safety import OutputRefusedError, check_replaceable
+from dataset.output_safety import staged_folder as _staged_folder
+
+TOOL = "reef_stats.py"
+OutputExistsError = OutputRefusedError  # the name reef_stats.py catches
 
 
-class OutputExistsError(FileExistsError):
-    """The output folder exists and --overwrite was not given."""
-
-
-def check_target(target: Path, overwrite: bool) -> None:
-    """Refuse early, before any work, to clobber an existing folder."""
-    if target.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{target} already exists; pass --overwrite to replace it, or choose another "
-            "--output-dir"
-        )
-    if target.exists() and not target.is_dir():
-        raise OutputExistsError(f"{target} is a file, not a folder; choose another --output-dir")
+def check_target(target: Path, overwrite: bool, inputs: Iterable[Path | None] = ()) -> None:
+    """Refuse early, before any work, to write where a user's file could be lost."""
+    check_replaceable(target, TOOL, overwrite, inputs)
 
 
 @contextlib.contextmanager
-def staged_folder(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def staged_folder(
+    target: str | Path, overwrite: bool = False, inputs: Iterable[Path | None] = ()
+) -> Iterator[Path]:
     """Yield a staging folder; on success it replaces `target`, on failure it is removed."""
-    target = Path(target)
-    check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with _staged_folder(target, TOOL, overwrite, inputs) as staging:
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    check_target(target, overwrite)  # another run may have written it meanwhile
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:

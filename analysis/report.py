@@ -1,7 +1,10 @@
 """report.html: one self-contained page (tables, and figures embedded as data URIs).
 
 It opens from disk in any browser, with no server and no network: no script, no
-stylesheet or font from elsewhere, every image inside the file.
+stylesheet or font from elsewhere, every image inside the file. Nothing runs past the
+window's right edge, however narrow: a table wider than the page (the per-image tables
+have two columns per genus with --truth) scrolls sideways in its own box, its first
+column (the image) staying in view, and figures shrink to the page's width.
 """
 
 from __future__ import annotations
@@ -24,17 +27,23 @@ TEMPLATE = jinja2.Template(
 <meta charset="utf-8">
 <title>{{ title }}</title>
 <style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
+       padding: 0 1em; background: #fff; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+.table { overflow-x: auto; max-width: 100%; margin: 0.5em 0; }
+table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
 th { background: #f3f3f3; }
-td:first-child, th:first-child { text-align: left; }
+td:first-child, th:first-child { text-align: left; position: sticky; left: 0; }
+td { white-space: nowrap; } td:first-child { background: #fff; }
 .note { color: #555; font-size: 0.9em; }
 .failed { color: #a00; }
-figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
+dd, li { overflow-wrap: anywhere; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top;
+         max-width: calc(100% - 1em); }
+figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 0.85em; color: #555; }
-dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dl { display: grid; grid-template-columns: max-content minmax(0, auto); gap: 0.2em 1em; }
 dt { font-weight: 600; } dd { margin: 0; }
 </style>
 </head>
@@ -56,7 +65,7 @@ dt { font-weight: 600; } dd { margin: 0; }
 {% endfor %}{% endif %}
 {% for section in sections %}<h2>{{ section.title }}</h2>
 {% if section.note %}<p class="note">{{ section.note }}</p>{% endif %}
-{{ section.html|safe }}
+<div class="table">{{ section.html|safe }}</div>
 {% endfor %}
 </body>
 </html>

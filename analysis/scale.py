@@ -5,15 +5,14 @@ A scale comes from one of three places:
 - `--quadrat-size-cm W[xH]`: the image spans a W x H cm quadrat, so the pixel size is
   W*10 / width (and H*10 / height, which must agree: pixels are square);
 - the image itself: a georeferenced raster (the large-image class-map GeoTIFF) carries
-  an affine transform; `Scale.from_affine` turns its coefficients into a pixel size, so
-  a GeoTIFF source only has to hand over `transform.a, .b, .d, .e` (rasterio's names).
+  a CRS and an affine transform; mosaic/ground.py measures its pixels on the ground
+  (geodesic, any CRS: a Web Mercator or degree unit is no ground length).
 
 Every measure is in pixels first; centimetres are added only where a scale is known.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -30,35 +29,22 @@ class ScaleError(ValueError):
 class Scale:
     mm_per_pixel: float
     source: str  # what it came from, as the user would recognise it
+    # The ground area of a pixel, where it is not mm_per_pixel squared: the pixels of a
+    # geographic CRS are not square on the ground (mosaic/ground.py measures both).
+    mm2_per_pixel: float | None = None
 
     # Divided last: 10000 px at 2 mm is 400.0 cm2, not 400.00000000000006.
     def cm(self, pixels: float) -> float:
         return pixels * self.mm_per_pixel / 10.0
 
     def cm2(self, pixel_area: float) -> float:
-        return pixel_area * self.mm_per_pixel**2 / 100.0
+        return pixel_area * self._mm2() / 100.0
 
     def m2(self, pixel_area: float) -> float:
-        return pixel_area * self.mm_per_pixel**2 / 1e6
+        return pixel_area * self._mm2() / 1e6
 
-    @classmethod
-    def from_affine(
-        cls,
-        a: float,
-        b: float,
-        d: float,
-        e: float,
-        mm_per_unit: float = 1000.0,
-        source: str = "georeference",
-    ) -> Scale:
-        """The pixel size of a raster whose transform maps (col, row) to x = a*col + b*row + c,
-        y = d*col + e*row + f, in a CRS whose unit is `mm_per_unit` mm (metres: 1000)."""
-        width = math.hypot(a, d) * mm_per_unit
-        height = math.hypot(b, e) * mm_per_unit
-        if width <= 0 or height <= 0:
-            raise ScaleError(f"{source}: a degenerate transform (pixel {width} x {height} mm)")
-        _check_square(width, height, source)
-        return cls((width + height) / 2, source)
+    def _mm2(self) -> float:
+        return self.mm_per_pixel**2 if self.mm2_per_pixel is None else self.mm2_per_pixel
 
 
 def _check_square(width_mm: float, height_mm: float, source: str) -> None:

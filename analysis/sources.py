@@ -1,6 +1,6 @@
 """The toolkit's outputs, read as per-image labels: a class map and a list of colonies.
 
-Three kinds of folder hold labels (`open_source` tells them apart):
+Three kinds of folder hold labels (analysis/open_source.py tells them apart):
 
 - a two-stage inference output (inference_with_coralscop.py): predictions.json (COCO,
   RLE) gives the colonies with genus, confidence and unsure flag, in the order of
@@ -21,7 +21,9 @@ georeference.
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,14 @@ from dataset.taxonomy import TAXONOMY_DIR, load_taxonomy
 
 PREDICTED, ANNOTATED = "predicted", "annotated"
 DEFAULT_IGNORE_INDEX = 255
+# Where an image's name (CoralNet's key) comes from, most trusted first: a photo in the
+# user's --images, the prepared dataset's manifest.csv (the file prepare_data.py read),
+# the inference record (the file inference read: a prepared copy when it ran on one), a
+# prepared copy's name, and "" when none is known (the class map's own file name).
+NAME_SOURCES = ("photo", "manifest", "inference record", "prepared copy", "")
+MANIFEST = "manifest.csv"
+
+log = logging.getLogger("coral")
 
 
 class SourceError(ValueError):
@@ -178,6 +188,7 @@ class ImageLabels:
     cover_from: str  # "semantic map", "instance masks" or "class map"
     photo: Path | None = None  # the photograph, where known (registration, overlays)
     scale: Scale | None = None  # the image's own scale (a georeferenced raster)
+    name_from: str = "photo"  # one of NAME_SOURCES
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -241,14 +252,87 @@ def _find_image(folder: Path | None, stem: str) -> Path | None:
     return None
 
 
+def read_manifest_names(root: Path, split: str) -> dict[str, str]:
+    """{prepared stem: the source photo's file name} of one split, from prepare_data.py's
+    manifest.csv; {} (with a warning naming the file) when it cannot be read."""
+    path = root / MANIFEST
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        named = {Path(r["image"]).stem: Path(r["source_filepath"]).name for r in rows
+                 if Path(r["image"]).parent.name == split and r["source_filepath"]}  # fmt: skip
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError) as exc:
+        log.warning("%s: not read (%s); photo names come from the prepared images instead. "
+                    "Is it prepare_data.py's manifest (columns image, source_filepath)?",
+                    path, exc)  # fmt: skip
+        return {}
+    # photos of one name from different folders (prepare_data.py then suffixes the stem)
+    # would be one image to CoralNet: those keep their prepared, distinct names
+    names = list(named.values())
+    return {stem: name for stem, name in named.items() if names.count(name) == 1}
+
+
+def _record_names(output: Path) -> dict[str, str]:
+    """{stem: the file inference read} of a two-stage output folder (its predictions.json,
+    else its .per_image records); {} when it holds neither."""
+    try:
+        document = json.loads((output / "predictions.json").read_text())
+        return {Path(i["file_name"]).stem: i["file_name"] for i in document["images"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no or no readable predictions.json: the per-image records may be there
+    names = {}
+    for record in sorted((output / ".per_image").glob("*.json")):
+        try:
+            names[record.stem] = json.loads(record.read_text())["image"]["file_name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a mosaic's record, or one being written: no name from it
+    return names
+
+
 @dataclass
 class ClassMapFolder:
-    """<stem>.png class maps, e.g. test.py --pred-dir; photos from `images` where given."""
+    """<stem>.png class maps, e.g. test.py --pred-dir; photos from `images` where given.
+
+    The image's name (CoralNet's key): a photo's of `images`; where `images` is a prepared
+    split, the source photo's from the dataset's manifest.csv; for the semantic/ maps of a
+    two-stage output, the inference record's; else `<stem>.png`, which no photo has."""
 
     folder: Path
     classes: ClassInfo
     images: Path | None = None
     kind: str = PREDICTED
+    _names: dict | None = field(default=None, init=False, repr=False)
+
+    def _prepared_root(self) -> Path | None:
+        """The prepared dataset `images` is a split of (<root>/images/<split>, classes.txt):
+        its photos are copies named by stem, not the photos CoralNet holds."""
+        root = self.images.parent.parent if self.images is not None else None
+        in_images = root is not None and self.images.parent.name == "images"
+        return root if in_images and (root / "classes.txt").is_file() else None
+
+    def _known_names(self) -> dict[str, tuple[str, str]]:
+        """{stem: (name, where from)} from the manifest and the inference record, read once."""
+        if self._names is None:
+            names = {}
+            if self.folder.name == "semantic":  # the --save-semantic maps of a two-stage output
+                records = _record_names(self.folder.parent)
+                names = {s: (n, "inference record") for s, n in records.items()}
+            root = self._prepared_root()
+            if root is not None and (root / MANIFEST).is_file():  # older datasets have none
+                manifest = read_manifest_names(root, self.images.name)
+                names.update({s: (n, "manifest") for s, n in manifest.items()})
+            self._names = names
+        return self._names
+
+    def _name(self, stem: str, photo: Path | None) -> tuple[str, str]:
+        if photo is not None and self._prepared_root() is None:  # the user's --images
+            return photo.name, "photo"
+        known = self._known_names().get(stem)
+        if known is not None:
+            return known
+        if photo is not None:
+            return photo.name, "prepared copy"
+        return f"{stem}.png", ""
 
     @property
     def description(self) -> str:
@@ -263,9 +347,10 @@ class ClassMapFolder:
     def load(self, stem: str) -> ImageLabels:
         class_map = read_class_map(self.folder / f"{stem}.png", self.classes)
         photo = _find_image(self.images, stem)
-        name = photo.name if photo else f"{stem}.png"
+        name, name_from = self._name(stem, photo)
         colonies = colonies_of_class_map(class_map, self.classes)
-        return ImageLabels(stem, name, class_map, colonies, "class map", photo)
+        return ImageLabels(stem, name, class_map, colonies, "class map", photo,
+                           name_from=name_from)  # fmt: skip
 
 
 @dataclass
@@ -289,6 +374,17 @@ class PreparedSplit(ClassMapFolder):
     @property
     def description(self) -> str:
         return f"annotations in {self.folder}"
+
+    def _prepared_root(self) -> Path | None:
+        return self.folder.parent.parent  # <root>/annotations/<split>
+
+    def _known_names(self) -> dict[str, tuple[str, str]]:
+        if self._names is None:
+            root = self.folder.parent.parent
+            has_manifest = (root / MANIFEST).is_file()  # older datasets have none
+            manifest = read_manifest_names(root, self.folder.name) if has_manifest else {}
+            self._names = {s: (n, "manifest") for s, n in manifest.items()}
+        return self._names
 
 
 @dataclass
@@ -368,7 +464,10 @@ class TwoStageOutput:
             cover_from = "instance masks"
         photo = self.images / image["file_name"] if self.images else None
         photo = photo if photo is not None and photo.is_file() else None
-        return ImageLabels(stem, image["file_name"], class_map, colonies, cover_from, photo)
+        # the file inference read: the photo's own name, or a prepared copy's (a --truth
+        # dataset's manifest then knows the photo's)
+        return ImageLabels(stem, image["file_name"], class_map, colonies, cover_from, photo,
+                           name_from="photo" if photo else "inference record")  # fmt: skip
 
     def _decode(self, annotation: dict, shape: tuple[int, int], file_name: str) -> np.ndarray:
         rle = dict(annotation["segmentation"])
@@ -391,35 +490,3 @@ def paint_instances(colonies: list[Colony], shape: tuple[int, int]) -> np.ndarra
         top, left, bottom, right = colony.box
         class_map[top:bottom, left:right][colony.mask] = colony.class_index
     return class_map
-
-
-def open_source(
-    path: str | Path,
-    split: str = "test",
-    classes: str | Path | None = None,
-    images: str | Path | None = None,
-) -> LabelSource:
-    """The reader for a folder: two-stage output, prepared dataset (its `split`), or class maps
-    (with `classes`: a prepared dataset, whose images/<split> then names the photos, a
-    classes.txt or a taxonomy name)."""
-    path = Path(path)
-    images = Path(images) if images else None
-    if not path.is_dir():
-        raise SourceError(f"{path}: {'not a folder' if path.exists() else 'does not exist'}")
-    from analysis.mosaic_source import MosaicOutput, is_mosaic_folder  # it builds on this module
-
-    if is_mosaic_folder(path):  # the mosaics/ folder of tiled inference
-        return MosaicOutput(path)
-    if (path / "predictions.json").exists() or (path / "masks").is_dir():
-        return TwoStageOutput(path, images)
-    if (path / "annotations").is_dir():
-        return PreparedSplit.open(path, split)
-    if classes is None:
-        raise SourceError(
-            f"{path}: a folder of class maps needs --classes (the prepared dataset the "
-            "model was trained on, a classes.txt, or a taxonomy name such as fine)"
-        )
-    split_photos = Path(classes) / "images" / split
-    if images is None and split_photos.is_dir():
-        images = split_photos  # maps predicted for that prepared split (test.py --pred-dir)
-    return ClassMapFolder(path, ClassInfo.load(classes), images)

@@ -12,12 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from analysis import coralnet, figures
-from analysis.cover import class_pixels, image_cover_error, mean_errors, valid_area
+from analysis.cover import image_cover_error, mean_errors, valid_area
 from analysis.groups import (
     groups_from_pattern,
     read_groups_csv,
@@ -25,19 +24,21 @@ from analysis.groups import (
     size_classes,
     summarize_groups,
 )
-from analysis.measures import measure_colony, touches_edge
+from analysis.mosaic_source import MosaicOutput
+from analysis.mosaic_summary import summarize_mosaic
+from analysis.open_source import open_source
 from analysis.output import check_target, staged_folder, write_csv
 from analysis.quadrat import Quadrat
 from analysis.report import Report, Section
-from analysis.scale import Scale, ScaleError, ScaleSpec
+from analysis.rows import Collected, colony_rows, cover_rows, image_row
+from analysis.scale import ScaleError, ScaleSpec
 from analysis.sources import (
     ANNOTATED,
+    NAME_SOURCES,
     ClassInfo,
-    Colony,
     ImageLabels,
     LabelSource,
     SourceError,
-    open_source,
 )
 
 log = logging.getLogger("coral")
@@ -106,23 +107,12 @@ class SummaryOptions:
     label_codes: Path | None = None
     overwrite: bool = False
 
-
-@dataclass
-class Collected:
-    images: list[dict] = field(default_factory=list)
-    cover: list[dict] = field(default_factory=list)
-    colonies: list[dict] = field(default_factory=list)
-    points: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
-    errors: list[np.ndarray] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    def extend(self, other: Collected) -> None:
-        self.images += other.images
-        self.cover += other.cover
-        self.colonies += other.colonies
-        for role, tables in other.points.items():
-            self.points.setdefault(role, []).extend(tables)
-        self.errors += other.errors
+    @property
+    def inputs(self) -> list[Path | None]:
+        """Every file or folder the run reads (the output may not replace any of them)."""
+        read = [self.input, self.truth, self.images, self.groups, self.label_codes]
+        classes = Path(self.classes) if self.classes else None
+        return [*read, self.quadrat.mask, classes if classes and classes.exists() else None]
 
 
 def open_inputs(options: SummaryOptions) -> dict[str, LabelSource]:
@@ -181,51 +171,14 @@ def _load_matching(stem: str, sources: dict[str, LabelSource]) -> dict[str, Imag
     return labels
 
 
-def cover_rows(
-    base: dict, class_map: np.ndarray, classes: ClassInfo, valid: np.ndarray, scale: Scale | None
-) -> list[dict]:
-    total = int(valid.sum())
-    pixels = class_pixels(class_map, classes.num_classes, valid)
-    return [
-        {**base, "class_index": index, "class": name, "pixels": int(count),
-         "valid_pixels": total, "cover_percent": 100.0 * count / total if total else np.nan,
-         "area_cm2": scale.cm2(count) if scale else np.nan}
-        for index, (name, count) in enumerate(zip(classes.names, pixels, strict=True))
-    ]  # fmt: skip
-
-
-def colony_rows(
-    base: dict, colonies: list[Colony], classes: ClassInfo, valid: np.ndarray,
-    scale: Scale | None,
-) -> list[dict]:  # fmt: skip
-    return [
-        {**base, "colony_id": colony.id, "genus": classes.names[colony.class_index],
-         "class_index": colony.class_index, "confidence": colony.confidence,
-         "unsure": colony.unsure, "touches_edge": touches_edge(colony, valid),
-         **measure_colony(colony, scale)}
-        for colony in colonies
-    ]  # fmt: skip
-
-
-def image_row(
-    base: dict, labels: ImageLabels, valid: np.ndarray, scale: Scale | None, colonies: int
-) -> dict:
-    total = int(valid.sum())
-    return {
-        **base, "width": labels.shape[1], "height": labels.shape[0], "valid_pixels": total,
-        "valid_area_cm2": scale.cm2(total) if scale else np.nan,
-        "valid_area_m2": scale.m2(total) if scale else np.nan,
-        "mm_per_pixel": scale.mm_per_pixel if scale else np.nan,
-        "scale_source": scale.source if scale else "", "cover_from": labels.cover_from,
-        "colonies": colonies,
-    }  # fmt: skip
-
-
 def summarize_image(
     stem: str, sources: dict[str, LabelSource], options: SummaryOptions, classes: ClassInfo,
     codes: list[str],
 ) -> Collected:  # fmt: skip
     """Every row of one image; raises (naming the file) when the image cannot be counted."""
+    main = next(iter(sources.values()))
+    if isinstance(main, MosaicOutput):  # never read whole
+        return summarize_mosaic(stem, main, options, classes, codes, len(sources) - 1)
     labels = _load_matching(stem, sources)
     first = next(iter(labels.values()))
     region = options.quadrat.region(stem, first.shape)
@@ -235,15 +188,19 @@ def summarize_image(
         rng = coralnet.image_rng(options.seed, stem)
         rows, cols = coralnet.stratified_points(valid, options.points, rng)
     out = Collected()
+    # predictions and annotations of an image share its name (CoralNet's key), the one
+    # from the most trusted place (a --truth manifest knows the photo inference ran on)
+    named = min(labels.values(), key=lambda lab: NAME_SOURCES.index(lab.name_from))
+    if not named.name_from:
+        out.unnamed.append(stem)
     for role, lab in labels.items():
-        # predictions and annotations of an image share its name (CoralNet's key)
-        base = {"image": stem, "file_name": first.name, "source": role}
+        base = {"image": stem, "file_name": named.name, "source": role}
         out.cover += cover_rows(base, lab.class_map, classes, valid, scale)
         colonies = [c for c in (c.clipped(valid) for c in lab.colonies) if c is not None]
         out.colonies += colony_rows(base, colonies, classes, valid, scale)
         out.images.append(image_row(base, lab, valid, scale, len(colonies)))
         if options.points:
-            table = coralnet.point_rows(first.name, lab.class_map, rows, cols, codes)
+            table = coralnet.point_rows(named.name, lab.class_map, rows, cols, codes)
             out.points[role] = [table]
     if len(labels) == 2:
         predicted = next(lab for role, lab in labels.items() if role != ANNOTATED)
@@ -255,7 +212,7 @@ def summarize_image(
 
 def run_summary(options: SummaryOptions) -> int:
     """The whole command; returns the exit status (1 when an image failed)."""
-    check_target(options.output_dir, options.overwrite)
+    check_target(options.output_dir, options.overwrite, options.inputs)
     if options.points:
         coralnet.check_point_count(options.points)
     sources = open_inputs(options)
@@ -279,10 +236,18 @@ def run_summary(options: SummaryOptions) -> int:
             collected.failures.append((stem, f"{type(exc).__name__}: {exc}"))
     for stem, reason in collected.failures:
         log.error("%s: not counted: %s", stem, reason)
+    if collected.unnamed:
+        log.warning(
+            "No photo name is known for %d image(s) (%s): CoralNet files name them "
+            "<image>.png, which no photo in CoralNet has; give --images PHOTOS (the folder "
+            "of the photos) or --classes the prepared dataset they came from",
+            len(collected.unnamed), ", ".join(collected.unnamed[:10])
+            + (", ..." if len(collected.unnamed) > 10 else ""),
+        )  # fmt: skip
     if not collected.images:
         log.error("No image could be counted; nothing written to %s", options.output_dir)
         return 1
-    with staged_folder(options.output_dir, options.overwrite) as staging:
+    with staged_folder(options.output_dir, options.overwrite, options.inputs) as staging:
         report = write_outputs(staging, collected, groups, keys, sources, classes, codes, options)
     n_images = len({row["image"] for row in collected.images})
     print(f"\nCounted {n_images} images of {main.description} -> {options.output_dir}")
@@ -376,7 +341,9 @@ def write_outputs(
 def _scale_text(images: pd.DataFrame) -> str:
     known = images.drop_duplicates("image")[["mm_per_pixel", "scale_source"]].dropna()
     if known.empty:
-        return "unknown: sizes in pixels only (give --mm-per-pixel or --quadrat-size-cm)"
+        reasons = sorted({r for r in images["scale_source"].dropna() if r})
+        why = f" ({'; '.join(reasons)})" if reasons else ""
+        return f"unknown{why}: sizes in pixels only (give --mm-per-pixel or --quadrat-size-cm)"
     means = known.groupby("scale_source")["mm_per_pixel"].mean()
     return "; ".join(f"{source} ({mm:.4g} mm/px)" for source, mm in means.items())
 
@@ -411,7 +378,8 @@ def build_report(
         ("Scale", _scale_text(images)),
         ("Counted area", f"pixels no map ignores{quadrat}"),
         ("CoralNet points", points),
-        ("Groups", ", ".join(keys)),
+        # without --groups / --group-pattern the one group's column is a placeholder
+        ("Groups", ", ".join(keys) if options.groups or options.group_pattern else "none"),
     ]
     names, roles = next(iter(sources.values())).classes.names, list(sources)
     sections = [
@@ -432,8 +400,9 @@ def build_report(
         ))  # fmt: skip
     sections.append(Section(
         "Groups", group_stats[group_stats["cover_mean"] > 0],
-        "Mean cover across images with its spread; colony density per m2 where the scale is "
-        "known. groups.csv has every class.",
+        "Mean cover across images with its spread; colony density per m2 over the images "
+        "with a scale (density_images of them; colonies of images without one count in "
+        "colonies only). groups.csv has every class.",
     ))  # fmt: skip
     if not sizes.empty:
         size_wide = sizes.pivot_table(index=["source", "genus"], columns="size_class",

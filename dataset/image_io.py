@@ -19,7 +19,10 @@ prepare_data, inference_with_coralscop and the CVAT function all read images wit
 - **Size**: the size comes from the header before anything is decoded; an image
   over `max_pixels` is an `ImageTooLargeError` without allocating its pixels.
   This limit replaces Pillow's decompression-bomb check, which would stop at
-  ~179 MP with a traceback.
+  ~179 MP with a traceback. A file whose header Pillow cannot read is refused
+  (`ImageReadError`, naming the format where it is one OpenCV alone reads:
+  Radiance HDR, PAM, PFM, OpenEXR) and never decoded: OpenCV would decode it
+  whole before its size were known (a 1 MB Radiance file is a 16 MP float image).
 
 Writes go through `write_image`: encoded in memory, checked, written under a
 temporary name and renamed, so a failed write raises instead of leaving a
@@ -54,6 +57,18 @@ class ImageReadError(ValueError):
 
 class ImageTooLargeError(ImageReadError):
     """An image over the pixel limit, refused before decoding."""
+
+
+# Formats OpenCV decodes and Pillow's header reader does not know, by their first bytes:
+# their size is unknown until OpenCV has decoded every pixel, so they are refused, by name.
+UNSIZED_FORMATS = (
+    (b"#?RADIANCE", "a Radiance HDR image"),
+    (b"#?RGBE", "a Radiance HDR image"),
+    (b"P7\n", "a PAM image"),
+    (b"PF\n", "a PFM (float) image"),
+    (b"Pf\n", "a PFM (float) image"),
+    (b"v/1\x01", "an OpenEXR image"),
+)
 
 
 class ImageWriteError(OSError):
@@ -121,11 +136,8 @@ def read_header(source: str | Path | bytes, name: str | None = None) -> ImageHea
             return header
     data = _load_bytes(source, name)
     header = _header(data, name)
-    if header is None:
-        decoded = _decode_with_opencv(data)
-        if decoded is None:
-            raise ImageReadError(_undecodable(name, data))
-        header = ImageHeader(decoded.shape[1], decoded.shape[0], 1, "unknown")
+    if header is None:  # its size is known only once it is decoded whole: refused, undecoded
+        raise ImageReadError(_unsized(name, data))
     return header
 
 
@@ -135,6 +147,18 @@ def _undecodable(name: str, data: bytes) -> str:
     return (
         f"{name}: does not decode as an image (truncated, corrupt, or a format OpenCV and "
         "Pillow cannot read); re-export it as JPEG, PNG or TIFF"
+    )
+
+
+def _unsized(name: str, data: bytes) -> str:
+    """Why a file whose header Pillow cannot read is refused: its size is unknown until it
+    is decoded, and decoding it first is what the pixel limit must prevent."""
+    kind = next((what for magic, what in UNSIZED_FORMATS if data.startswith(magic)), None)
+    if kind is None:
+        return _undecodable(name, data)
+    return (
+        f"{name}: {kind}, a format whose size cannot be checked before every pixel is "
+        "decoded, so it is not read; send it as JPEG, PNG or 8/16-bit TIFF"
     )
 
 
@@ -231,24 +255,23 @@ def decode(
     name = name or str(source if not isinstance(source, bytes) else "image")
     data = _load_bytes(source, name)
     header = _header(data, name)
-    if header is not None:
-        if max_pixels is not None and header.pixels > max_pixels:
-            raise ImageTooLargeError(
-                f"{name}: {header.width} x {header.height} pixels "
-                f"({header.pixels / 1e6:.0f} MP) is over the limit of {max_pixels / 1e6:.0f} MP; "
-                "split it into tiles (or raise the limit if the machine has the memory)"
-            )
-        if header.format in JPEG_FORMATS:
-            _check_complete_jpeg(data, name)
+    if header is None:
+        # OpenCV would read some of these (Radiance HDR, PAM, PFM), but only by decoding
+        # them whole, before the limit below could apply: refused undecoded
+        raise ImageReadError(_unsized(name, data))
+    if max_pixels is not None and header.pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: {header.width} x {header.height} pixels "
+            f"({header.pixels / 1e6:.0f} MP) is over the limit of {max_pixels / 1e6:.0f} MP; "
+            "split it into tiles (or raise the limit if the machine has the memory)"
+        )
+    if header.format in JPEG_FORMATS:
+        _check_complete_jpeg(data, name)
     stored = _decode_with_opencv(data)
-    if stored is None and header is not None:
+    if stored is None:
         stored = _decode_with_pillow(data)
     if stored is None:
         raise ImageReadError(_undecodable(name, data))
-    if header is None:  # OpenCV reads it, Pillow does not: no orientation is known
-        header = ImageHeader(stored.shape[1], stored.shape[0], 1, "unknown")
-        if max_pixels is not None and header.pixels > max_pixels:
-            raise ImageTooLargeError(f"{name}: {header.pixels} pixels, over {max_pixels}")
     plain = stored.dtype == np.uint8 and stored.ndim == 3 and stored.shape[2] == 3
     bgr = _to_bgr3(to_uint8(stored, name))
     rgb = apply_orientation(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), header.orientation)

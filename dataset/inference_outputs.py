@@ -17,7 +17,9 @@ resumes where it stopped and a failed write never marks an image done.
 predictions.json is assembled from the records once, at the end of a run, and
 replaced by rename: a reader finds either no file (a first run still going or
 killed) or a complete COCO document. A folder that holds another run's results is
-refused unless overwrite is asked for; a folder another run is writing is refused.
+refused unless overwrite is asked for, and even then when no run's marker (RUN_FILE)
+says a run made the files it would remove, or when they hold the input; a folder
+another run is writing is refused. --overwrite removes only the names a run writes.
 
 A sharded run (several processes) shares one folder: its main process claims it
 and holds the lock; the others `join` it and write only their own images. Each
@@ -46,6 +48,7 @@ import numpy as np
 from dataset import IMAGE_SUFFIXES
 from dataset.coco import coco_document, image_annotations
 from dataset.image_io import write_bytes_atomic, write_image
+from dataset.output_safety import input_inside
 from dataset.visualize import draw_instances
 
 RUN_FILE = "inference_run.json"
@@ -146,10 +149,16 @@ class OutputFolder:
     """The output folder of one run; holds the folder's lock until `close` (or exit).
 
     join: write into the folder that the main process of the same sharded run has
-    claimed and holds the lock of (its settings must be this run's)."""
+    claimed and holds the lock of (its settings must be this run's).
+    inputs: the input folder (or files); no output the run may remove can hold one."""
 
     def __init__(
-        self, root: str | Path, run_info: dict, overwrite: bool = False, join: bool = False
+        self,
+        root: str | Path,
+        run_info: dict,
+        overwrite: bool = False,
+        join: bool = False,
+        inputs: Iterable[str | Path] = (),
     ) -> None:
         self.root = Path(root)
         self._lock = None
@@ -158,6 +167,13 @@ class OutputFolder:
             return
         if self.root.exists() and not self.root.is_dir():
             raise OutputConflictError(f"--output-dir {self.root} is a file; choose a folder")
+        for name in (*OUTPUTS, RUN_FILE):
+            source = input_inside(self.root / name, inputs)
+            if source is not None:
+                raise OutputConflictError(
+                    f"the input {source} lies in {self.root / name}, which a run replaces; "
+                    "move the input, or choose another --output-dir"
+                )
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
         try:
@@ -196,15 +212,27 @@ class OutputFolder:
         if any(p.name != LOCK_FILE for p in self.root.iterdir()):
             previous = json.loads(marker.read_text()) if marker.is_file() else None
             if previous != run_info:
+                ours = [n for n in (*OUTPUTS, RUN_FILE) if (self.root / n).exists()]
+                refused = None
                 if not overwrite:
-                    if previous is None and self._created_lock_file:
-                        # no run's folder: leave it as the user made it
-                        (self.root / LOCK_FILE).unlink()
                     what = "another run's results" if previous else "files of its own"
-                    raise OutputConflictError(
+                    refused = (
                         f"{self.root} already holds {what}; pass --overwrite to replace this "
                         "run's outputs there, or choose another --output-dir."
                     )
+                elif previous is None and ours:
+                    # the names a run writes, but no run's marker: they may be the user's
+                    refused = (
+                        f"{self.root} holds {', '.join(ours)} but no {RUN_FILE}: no inference "
+                        "run made them (or one made before runs were marked), so --overwrite "
+                        "does not remove them. Move them away yourself if they are not needed, "
+                        "or choose another --output-dir."
+                    )
+                if refused:
+                    if previous is None and self._created_lock_file:
+                        # no run's folder: leave it as the user made it
+                        (self.root / LOCK_FILE).unlink()
+                    raise OutputConflictError(refused)
                 self._clear()
         for name in ("visualizations", "masks", ".per_image"):
             (self.root / name).mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,9 @@ Orientation tag, and the mask is drawn in that same frame.
 
 The whole folder is written under a temporary name next to the target and renamed
 at the end, so an interrupted run leaves no half dataset and the previous output
-intact; replacing an existing folder needs overwrite=True. A later run removes
-what a killed run left behind.
+intact; replacing an existing folder needs overwrite=True and is refused for a folder
+prepare_data.py did not write (dataset/output_safety.py). A later run removes what a
+killed run left behind.
 """
 
 from __future__ import annotations
@@ -28,16 +29,13 @@ import logging
 import multiprocessing
 import os
 import pprint
-import re
 import shutil
-import socket
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from glob import escape as glob_escape
 from pathlib import Path
 
 import cv2
@@ -58,6 +56,14 @@ from dataset.image_io import (
     write_bytes_atomic,
     write_image,
 )
+from dataset.output_safety import (
+    OutputRefusedError,
+    check_replaceable,
+    clean_leftovers,
+    replace_folder,
+    temporary_prefix,
+    write_marker,
+)
 from dataset.rasterize import Shape, outside_image, rasterize
 from dataset.taxonomy import Taxonomy, load_taxonomy
 from settings import Settings
@@ -67,6 +73,7 @@ MAX_CLASS_WEIGHT = 10.0
 MIN_CLASS_WEIGHT = 0.1
 JPEG_QUALITY = 95
 
+TOOL = "prepare_data.py"
 log = logging.getLogger("prepare_data")
 
 
@@ -464,9 +471,8 @@ def prepare_dataset(
     started = time.perf_counter()
     taxonomy = load_taxonomy(settings.taxonomy)
     target = Path(settings.data_root) / output_name(dataset_name, taxonomy.name)
-    _clean_leftovers(target)
-    if target.exists() and not overwrite:
-        raise PrepareError(f"{target} already exists; pass --overwrite to replace it.")
+    clean_leftovers(target)
+    _check_target(target, overwrite)
     log.info("Loading FiftyOne dataset: %s", dataset_name)
     dataset = load_fiftyone_dataset(dataset_name)
     jobs = collect_jobs(dataset, settings, taxonomy, skip_unsplit)
@@ -474,10 +480,11 @@ def prepare_dataset(
     log.info("Found %d samples (%s)", len(jobs), ", ".join(f"{s}: {per_split[s]}" for s in SPLITS))
     if not jobs:
         raise PrepareError(f"Dataset {dataset_name!r} has no sample to prepare.")
+    _check_target(target, overwrite, (job.filepath for job in jobs))
     log.info("Converting polylines to semantic masks (%s taxonomy)...", taxonomy.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     workers = settings.num_workers or os.cpu_count() or 1
-    staging = Path(tempfile.mkdtemp(prefix=_leftover_prefix(target, "partial"), dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(target, "partial"), dir=target.parent))
     try:
         for kind in ("images", "annotations"):
             for split in SPLITS:
@@ -485,12 +492,14 @@ def prepare_dataset(
         try:
             results, skipped = _run_jobs(jobs, staging, settings, line_width, workers, skip_missing)
             write_metadata(staging, dataset_name, taxonomy, settings, results)
+            write_marker(staging, TOOL)
         except OSError as exc:  # ImageWriteError included: a full disk, a lost mount
             raise PrepareError(
                 f"Could not write the prepared dataset: {exc}. Nothing was changed at {target}; "
                 f"free space in {target.parent} or pass another --data-root."
             ) from None
-        _replace(staging, target)
+        _check_target(target, overwrite)  # another run may have written it meanwhile
+        replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     elapsed = time.perf_counter() - started
@@ -517,53 +526,16 @@ def prepare(
     ).path
 
 
-def _leftover_prefix(target: Path, kind: str) -> str:
-    """Names of the temporary folders beside the target say whose they are, so that a
-    later run can tell those of a killed run from those of a run still going."""
-    return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
-
-
-def _leftover_of_dead_run(path: Path, target: Path) -> str | None:
-    """The kind (partial or old) of a temporary folder of a run on this machine that is no
-    longer alive; None otherwise (a run still going, another machine's run, other files)."""
-    pattern = rf"\.{re.escape(target.name)}\.(?P<kind>partial|old)-(?P<host>.+)-(?P<pid>\d+)-"
-    found = re.match(pattern, path.name)
-    if not found or found["host"] != socket.gethostname():
-        return None  # a run on another machine (shared disk) cannot be checked from here
+def _check_target(target: Path, overwrite: bool, sources: Iterable[str] = ()) -> None:
+    """The output-folder rule (dataset/output_safety.py), as a PrepareError; `sources`:
+    the samples' image files, none of which may lie in the folder to be replaced."""
     try:
-        os.kill(int(found["pid"]), 0)
-    except ProcessLookupError:
-        return found["kind"]
-    except PermissionError:  # alive, another user's
-        pass
-    return None
-
-
-def _clean_leftovers(target: Path) -> None:
-    """Undo what a killed run left beside the target: its half-written folder, and the
-    previous output if the run died while swapping it for the new one."""
-    if not target.parent.is_dir():
-        return
-    for path in sorted(target.parent.glob(f".{glob_escape(target.name)}.*")):
-        kind = _leftover_of_dead_run(path, target)
-        if kind == "old" and not target.exists():
-            path.rename(target)
-            log.warning("Restored %s, which an interrupted run had moved to %s", target, path)
-        elif kind is not None:
-            shutil.rmtree(path, ignore_errors=True)
-            log.info("Removed %s, left by an interrupted run", path)
-
-
-def _replace(staging: Path, target: Path) -> None:
-    """Move the finished folder into place; the old one goes only once the new one is there.
-
-    A run killed between the two renames leaves the old output as `.<name>.old-...`, which
-    the next run puts back. Once the new folder is in place, the old one takes the staging
-    name, which is always safe to delete (the caller deletes it)."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=_leftover_prefix(target, "old"), dir=target.parent))
-    target.replace(retired)  # onto the empty folder just made
-    staging.rename(target)
-    retired.rename(staging)
+        check_replaceable(target, TOOL, overwrite, what="prepared dataset folder")
+    except OutputRefusedError as exc:
+        raise PrepareError(str(exc)) from None
+    inside = next((f for f in sources if Path(f).resolve().is_relative_to(target.resolve())), None)
+    if inside is not None:
+        raise PrepareError(
+            f"the image {inside} lies inside {target}, the folder this run writes; move the "
+            "images out of it, or pass another --data-root"
+        )

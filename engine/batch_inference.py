@@ -113,12 +113,16 @@ def _process(
             finally:
                 decoded[index] = None  # the decoded image goes with this iteration
             seconds = time.perf_counter() - started
-            bar.set_postfix(s_per_img=f"{seconds:.2f}", instances=len(result.instances))
+            if image is None:
+                found, unsure = result.colonies, result.unsure
+            else:
+                found, unsure = len(result.instances), sum(i.unsure for i in result.instances)
+            bar.set_postfix(s_per_img=f"{seconds:.2f}", instances=found)
             log.info(
                 "%s: %d instances (%d unsure) in %.2f s (semantic %.2f, SAM %.2f, fusion %.2f)",
                 path.name,
-                len(result.instances),
-                sum(i.unsure for i in result.instances),
+                found,
+                unsure,
                 seconds,
                 result.seconds["semantic"],
                 result.seconds["sam"],
@@ -176,7 +180,7 @@ def run(args: argparse.Namespace, processes: Processes) -> int:
         try:
             scan = scan_inputs(args.input_dir)
             _check_stems(scan.images)
-            out = OutputFolder(args.output_dir, run_info, args.overwrite)
+            out = OutputFolder(args.output_dir, run_info, args.overwrite, inputs=[args.input_dir])
             opened = (scan, [p for p in scan.images if not out.is_done(p.stem)])
         except (InputFolderError, OutputConflictError, OSError) as exc:
             opened = f"ERROR: {exc}"
@@ -238,7 +242,9 @@ def _run(args, scan, pending: list[Path], out: OutputFolder, generator: Generato
         if processes.sharded:
             log.info("%d images to process on %s", len(share), device)
         started = time.time()
-        tiles = TileSettings(args.tile_size, args.tile_overlap, args.mm_per_pixel, args.tiled)
+        tiles = TileSettings(
+            args.tile_size, args.tile_overlap, args.mm_per_pixel, args.tiled, nodata=args.nodata
+        )
         failed = _process(share, out, inferencer, args.save_semantic, processes.is_main, tiles)
     except Exception as exc:
         if not processes.sharded:

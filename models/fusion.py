@@ -19,6 +19,9 @@ The rule (README "Two-stage inference" states the same):
 5. Instances smaller than min_area pixels are dropped; then mask NMS: by
    decreasing confidence, an instance whose mask IoU with an already kept one
    exceeds nms_threshold is dropped.
+6. One pixel, one colony: by decreasing confidence, each instance keeps only the
+   pixels that no more confident instance holds; one left with fewer than min_area
+   pixels is dropped. The instances of an image partition the pixels they cover.
 """
 
 from __future__ import annotations
@@ -104,6 +107,28 @@ def mask_nms(instances: list[Instance], threshold: float) -> list[Instance]:
     return [inst for inst, _, _ in kept]
 
 
+def claim_pixels(instances: list[Instance], min_area: int) -> list[Instance]:
+    """Rule 6: contested pixels go to the most confident instance; the others keep the rest
+    (dropped under min_area). Returns instances with disjoint masks, most confident first."""
+    if not instances:
+        return []
+    claimed = np.zeros(instances[0].mask.shape, dtype=bool)
+    kept = []
+    for inst in sorted(instances, key=lambda i: -i.score):
+        x0, y0, x1, y1 = inst.box
+        window = np.s_[y0 : y1 + 1, x0 : x1 + 1]
+        own = inst.mask[window] & ~claimed[window]
+        if own.sum() < min_area:
+            continue
+        if not np.array_equal(own, inst.mask[window]):
+            mask = np.zeros_like(inst.mask)
+            mask[window] = own
+            inst = Instance(mask, inst.label, inst.score, inst.unsure, inst.source)
+        claimed[window] |= own
+        kept.append(inst)
+    return kept
+
+
 def _semantic_components(
     pixels: np.ndarray, class_probs: torch.Tensor, cls: int, settings: FusionSettings
 ) -> list[Instance]:
@@ -159,7 +184,8 @@ def fuse(probs: torch.Tensor, sam_masks: torch.Tensor, settings: FusionSettings)
             leftover & (class_map == cls), probs[cls], int(cls), settings
         )
     instances = [inst for inst in instances if inst.area >= settings.min_area]
-    return [_owning_its_mask(inst) for inst in mask_nms(instances, settings.nms_threshold)]
+    instances = claim_pixels(mask_nms(instances, settings.nms_threshold), settings.min_area)
+    return [_owning_its_mask(inst) for inst in instances]
 
 
 def _owning_its_mask(inst: Instance) -> Instance:

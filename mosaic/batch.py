@@ -42,8 +42,8 @@ def infer_large_image(
         "mosaic": {
             **{k: str(v.relative_to(out.root)) for k, v in result.outputs.items()},
             "tiles": result.tiles,
-            "colonies": len(result.instances),
-            "unsure": sum(c.unsure for c in result.instances),
+            "colonies": result.colonies,
+            "unsure": result.unsure,
             "m2_per_pixel": result.pixel_area_m2,
             "scale_from": result.scale_from,
         },

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from models.fusion import FusionSettings, fuse
 from mosaic.blend import Blender
 from mosaic.geojson import GeoJSONWriter
-from mosaic.raster import IGNORE_INDEX, MapWriter, MosaicSource, gdal_env, image_size
+from mosaic.ground import ground_pixel
+from mosaic.raster import IGNORE_INDEX, MapWriter, MosaicSource, gdal_env, header_facts
 from mosaic.seams import Piece, SeamMerger, mask_polygon
 from mosaic.windows import check_tiling, grid
 
@@ -47,22 +48,16 @@ class TileSettings:
     mm_per_pixel: float | None = None  # wins over the georeference for areas
     always: bool = False  # --tiled: every image, whatever its size
     min_shared: float = 0.5  # seam merge rule (mosaic/seams.py)
+    nodata: int | None = None  # --nodata: this stored value in every band is outside
 
     def __post_init__(self) -> None:
         check_tiling(self.tile_size, self.overlap)
 
 
 @dataclass
-class ColonySummary:
-    label: int
-    confidence: float
-    unsure: bool
-    area_px: int
-
-
-@dataclass
 class MosaicResult:
-    instances: list[ColonySummary]
+    colonies: int  # counts only: nothing per colony is kept (the GeoJSON holds them)
+    unsure: int
     outputs: dict[str, Path]
     width: int
     height: int
@@ -73,11 +68,15 @@ class MosaicResult:
 
 
 def wants_tiling(path: str | Path, forced: bool) -> bool:
-    """Forced, or an image GDAL opens with more than TILED_ABOVE_PIXELS pixels."""
+    """Forced, a georeferenced image (its outputs are GIS files, whatever its size), or an
+    image GDAL opens with more than TILED_ABOVE_PIXELS pixels."""
     if forced:
         return True
-    size = image_size(path)
-    return size is not None and size[0] * size[1] > TILED_ABOVE_PIXELS
+    facts = header_facts(path)
+    if facts is None:
+        return False
+    height, width, georeferenced = facts
+    return georeferenced or height * width > TILED_ABOVE_PIXELS
 
 
 def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
@@ -89,21 +88,38 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
 
 
 def pixel_area(source: MosaicSource, mm_per_pixel: float | None) -> tuple[float | None, str]:
-    """Square metres per pixel and where that comes from."""
-    from_georeference = None
-    if source.georeferenced and source.crs.is_projected:
-        _, metres = source.crs.linear_units_factor
-        from_georeference = abs(source.transform.determinant) * metres**2
+    """Square metres per pixel on the ground and where that comes from (mosaic/ground.py:
+    geodesic, for any CRS; --mm-per-pixel wins)."""
+    ground = ground_pixel(source.crs, source.transform, source.width, source.height) if (
+        source.georeferenced
+    ) else None  # fmt: skip
     if mm_per_pixel:
         area = (mm_per_pixel / 1000) ** 2
-        if from_georeference and abs(area / from_georeference - 1) > 0.01:
+        if ground and abs(area / ground.area_m2 - 1) > 0.01:
             log.warning("%s: --mm-per-pixel %s differs from the georeference (%.4g mm/px); "
                         "areas use --mm-per-pixel", source.path.name, mm_per_pixel,
-                        from_georeference**0.5 * 1000)  # fmt: skip
+                        ground.mm_per_pixel)  # fmt: skip
         return area, f"--mm-per-pixel {mm_per_pixel}"
-    if from_georeference:
-        return from_georeference, f"georeference ({source.crs.to_string()})"
-    return None, "none (no projected georeference, no --mm-per-pixel): areas in pixels only"
+    if ground:
+        return ground.area_m2, ground.source
+    return None, "none (no georeference, no --mm-per-pixel): areas in pixels only"
+
+
+def _warn_of_an_unmarked_collar(source: MosaicSource) -> None:
+    """Most photogrammetry exports surround the mosaic with a black or white collar; when
+    nothing marks it as outside, it would be predicted and counted as sea floor."""
+    if source.marks_outside:
+        return
+    colour = source.constant_edge()
+    if colour is None:
+        return
+    value = str(colour[0]) if len(set(colour)) == 1 else "VALUE"
+    log.warning(
+        "%s: most of the image's edge is one colour %s and the file marks no pixel as "
+        "outside the mosaic (no nodata value, no alpha): if that is a collar, pass --nodata "
+        "%s, or it is predicted and counted as sea floor, lowering every cover figure",
+        source.path.name, colour, value,
+    )  # fmt: skip
 
 
 def run_tiled(
@@ -127,7 +143,8 @@ def run_tiled(
     outputs = output_paths(out_dir, path.stem)
     started = time.perf_counter()
     seconds = dict(semantic=0.0, sam=0.0, fusion=0.0)
-    with gdal_env(), MosaicSource(path) as source:
+    with gdal_env(), MosaicSource(path, settings.nodata) as source:
+        _warn_of_an_unmarked_collar(source)
         area_m2, scale_from = pixel_area(source, settings.mm_per_pixel)
         rows = grid(source.height, source.width, settings.tile_size, settings.overlap)
         tiles = sum(len(r) for r in rows)
@@ -154,14 +171,11 @@ def run_tiled(
                 writer.abort()
             raise
         writers.append(colonies)
-        merger = SeamMerger(fusion.unsure_threshold, settings.min_shared)
+        merger = SeamMerger(fusion.unsure_threshold, settings.min_shared, fusion.min_area)
         blender = Blender(source.width, len(classes), settings.overlap)
-        summaries: list[ColonySummary] = []
 
         def emit(found) -> None:
-            colonies.write(found)
-            summaries.extend(ColonySummary(c.label, c.confidence, c.unsure, c.area_px)
-                             for c in found)  # fmt: skip
+            colonies.write(found)  # it counts them; nothing per colony stays in memory
 
         try:
             with tqdm(total=tiles, unit="tile", leave=False, desc=path.name) as bar:
@@ -179,8 +193,8 @@ def run_tiled(
                 writer.abort()
             raise
     seconds["total"] = time.perf_counter() - started
-    return MosaicResult(summaries, outputs, source.width, source.height, tiles, area_m2,
-                        scale_from, seconds)  # fmt: skip
+    return MosaicResult(colonies.count, colonies.unsure, outputs, source.width, source.height,
+                        tiles, area_m2, scale_from, seconds)  # fmt: skip
 
 
 def _one_tile(tile, source, predict_probs, propose, fusion, blender, writers, merger, seconds):

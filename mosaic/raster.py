@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -44,20 +45,28 @@ def _quiet_open(path, *args, **kwargs):
         return rasterio.open(path, *args, **kwargs)
 
 
-def image_size(path: str | Path) -> tuple[int, int] | None:
-    """(height, width) from the header, or None when GDAL cannot open the file."""
+def header_facts(path: str | Path) -> tuple[int, int, bool] | None:
+    """(height, width, georeferenced) from the header, or None when GDAL cannot open it."""
     try:
         with gdal_env(), _quiet_open(path) as src:
-            return src.height, src.width
+            return src.height, src.width, _has_georeference(src)
     except RasterioIOError:
         return None
 
 
-class MosaicSource:
-    """An open input image, read a window at a time as (h, w, 3) uint8 RGB."""
+def _has_georeference(src) -> bool:
+    return src.crs is not None and src.transform != Affine.identity()
 
-    def __init__(self, path: str | Path) -> None:
+
+class MosaicSource:
+    """An open input image, read a window at a time as (h, w, 3) uint8 RGB.
+
+    nodata: a stored pixel value that, in every band, marks a pixel outside the mosaic
+    (the black or white collar photogrammetry exports have without a nodata tag)."""
+
+    def __init__(self, path: str | Path, nodata: int | None = None) -> None:
         self.path = Path(path)
+        self.nodata = nodata
         try:
             self._src = _quiet_open(self.path)
         except RasterioIOError as exc:
@@ -89,7 +98,7 @@ class MosaicSource:
 
     @property
     def georeferenced(self) -> bool:
-        return self._src.crs is not None and self._src.transform != Affine.identity()
+        return _has_georeference(self._src)
 
     @property
     def crs(self):
@@ -117,7 +126,33 @@ class MosaicSource:
 
     def read_valid(self, row0: int, col0: int, height: int, width: int) -> np.ndarray:
         """(h, w) bool: pixels that belong to the image (not nodata, not transparent)."""
-        return self._src.dataset_mask(window=Window(col0, row0, width, height)) > 0
+        window = Window(col0, row0, width, height)
+        valid = self._src.dataset_mask(window=window) > 0
+        if self.nodata is not None:
+            valid &= ~(self._src.read(self._bands, window=window) == self.nodata).all(0)
+        return valid
+
+    @property
+    def marks_outside(self) -> bool:
+        """Whether any pixel can be outside: a nodata value, an alpha or mask band, --nodata."""
+        flags = self._src.mask_flag_enums[0]
+        return self.nodata is not None or flags != [MaskFlags.all_valid]
+
+    def constant_edge(self, share: float = 0.5) -> tuple[int, ...] | None:
+        """The stored colour that fills more than `share` of the image's four edges, if one
+        does (a collar outside the mosaic that nothing marks); None otherwise."""
+        width, height = self.width, self.height
+        lines = [Window(0, 0, width, 1), Window(0, height - 1, width, 1),
+                 Window(0, 0, 1, height), Window(width - 1, 0, 1, height)]  # fmt: skip
+        pixels = np.concatenate(
+            [self._src.read(self._bands, window=w).reshape(len(self._bands), -1) for w in lines],
+            axis=1,
+        )
+        colours, counts = np.unique(pixels, axis=1, return_counts=True)
+        best = int(counts.argmax())
+        if counts[best] <= share * pixels.shape[1]:
+            return None
+        return tuple(int(v) for v in colours[:, best])
 
     def close(self) -> None:
         self._src.close()

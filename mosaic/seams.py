@@ -1,14 +1,20 @@
 """The instance stage across tiles: each tile's instances become polygon pieces, and
 pieces that are one colony cut by a seam (or seen twice in an overlap) are merged.
 
-The merge rule (README "Orthomosaics" states the same): two pieces from neighbouring
-tiles (side by side or diagonal) are one colony when they have the same class and,
-inside the rectangle the two tiles share, their intersection covers at least
-`min_shared` (default half) of the smaller of their two parts there. Merging is
-transitive, so a colony larger than a tile, cut into pieces by several seams, comes
-out whole. The merged colony is the union of its pieces; its confidence is the mean
-of theirs weighted by their areas, and it is unsure when that is under the unsure
-threshold.
+The rule (README "Orthomosaics" states the same):
+- One pixel, one colony: a tile's instances are disjoint (models/fusion.py), and each
+  pixel of an overlap belongs to the tile whose core holds it (mosaic/windows.py: the
+  cores partition the image). A piece keeps only its part inside its tile's core, so
+  no two colonies of a mosaic share a pixel, whatever the tiles saw.
+- Merge: two pieces from neighbouring tiles (side by side or diagonal) are one colony
+  when, inside the rectangle the two tiles share, their intersection covers at least
+  `min_shared` (default half) of the smaller of their two parts there, whatever class
+  each tile gave them. Merging is transitive, so a colony larger than a tile, cut into
+  pieces by several seams, comes out whole.
+- The colony is the union of its pieces' core parts. Its class is the one that covers
+  most of that area; its confidence is the area-weighted mean of the pieces of that
+  class, unsure when under the unsure threshold. A colony left with fewer than
+  `min_area` pixels is dropped, as the fusion rule drops a small instance.
 
 Pieces are polygons in image pixel coordinates (rasterio.features.shapes, holes
 kept; pixel-edge polygons, so a polygon's area is its pixel count). A colony is
@@ -36,6 +42,7 @@ class Piece:
     score: float
     source: str  # "sam" or "semantic" (models/fusion.py)
     geometry: BaseGeometry  # image pixel coordinates
+    core: BaseGeometry | None = None  # the part inside its tile's core (set by SeamMerger.add)
 
 
 @dataclass
@@ -67,10 +74,25 @@ def tile_box(tile: Tile) -> BaseGeometry:
     return box(tile.cols.start, tile.rows.start, tile.cols.stop, tile.rows.stop)
 
 
+def polygonal(geometry: BaseGeometry) -> BaseGeometry:
+    """The areal part of an intersection (a piece touching the core's edge also yields the
+    shared line or corner point, which is no pixel)."""
+    if geometry.geom_type in ("Polygon", "MultiPolygon"):
+        return geometry
+    parts = [g for g in shapely.get_parts(geometry) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def core_box(tile: Tile) -> BaseGeometry:
+    rows, cols = tile.rows, tile.cols
+    return box(cols.core_start, rows.core_start, cols.core_stop, rows.core_stop)
+
+
 class SeamMerger:
-    def __init__(self, unsure_threshold: float, min_shared: float = 0.5) -> None:
+    def __init__(self, unsure_threshold: float, min_shared: float = 0.5, min_area: int = 0) -> None:
         self.unsure_threshold = unsure_threshold
         self.min_shared = min_shared
+        self.min_area = min_area
         self._pieces: dict[int, Piece] = {}
         self._parent: dict[int, int] = {}
         self._tiles: dict[tuple[int, int], tuple[Tile, list[int]]] = {}
@@ -90,7 +112,9 @@ class SeamMerger:
     def add(self, tile: Tile, pieces: list[Piece]) -> None:
         """A tile's pieces; tiles come row by row, left to right."""
         ids = []
+        core = core_box(tile)
         for piece in pieces:
+            piece.core = polygonal(piece.geometry.intersection(core))
             self._pieces[self._next] = piece
             self._parent[self._next] = self._next
             ids.append(self._next)
@@ -113,8 +137,6 @@ class SeamMerger:
             if mine.is_empty:
                 continue
             for k in tree.query(mine, predicate="intersects"):
-                if self._pieces[other_ids[k]].label != piece.label:
-                    continue
                 common = mine.intersection(theirs[k]).area
                 if common >= self.min_shared * min(mine.area, theirs[k].area):
                     self._join(i, other_ids[k])
@@ -139,19 +161,29 @@ class SeamMerger:
             members = groups[root]
             if not done(members):
                 continue
-            colonies.append(self._colony([self._pieces[i] for i in members]))
+            colony = self._colony([self._pieces[i] for i in members])
+            if colony is not None:
+                colonies.append(colony)
             for i in members:
                 del self._pieces[i]
             for i in members:
                 del self._parent[i]
         return colonies
 
-    def _colony(self, pieces: list[Piece]) -> Colony:
-        geometry = pieces[0].geometry if len(pieces) == 1 else shapely.union_all(
-            [p.geometry for p in pieces]
-        )  # fmt: skip
-        areas = np.array([p.geometry.area for p in pieces])
-        confidence = float(np.dot(areas, [p.score for p in pieces]) / areas.sum())
-        sources = sorted({p.source for p in pieces})
-        return Colony(pieces[0].label, confidence, confidence < self.unsure_threshold, geometry,
-                      sources)  # fmt: skip
+    def _colony(self, pieces: list[Piece]) -> Colony | None:
+        """The colony of merged pieces (None when it keeps fewer than min_area pixels)."""
+        parts = [p for p in pieces if not p.core.is_empty]
+        if not parts:
+            return None
+        areas = np.array([p.core.area for p in parts])
+        by_class: dict[int, float] = {}
+        for part, area in zip(parts, areas, strict=True):
+            by_class[part.label] = by_class.get(part.label, 0.0) + area
+        label = max(sorted(by_class), key=by_class.__getitem__)  # ties: the lowest index
+        geometry = parts[0].core if len(parts) == 1 else shapely.union_all([p.core for p in parts])
+        if geometry.area < max(self.min_area, 1) - 1e-6:
+            return None
+        voted = [(p.score, a) for p, a in zip(parts, areas, strict=True) if p.label == label]
+        confidence = float(sum(s * a for s, a in voted) / sum(a for _, a in voted))
+        sources = sorted({p.source for p in parts})
+        return Colony(label, confidence, confidence < self.unsure_threshold, geometry, sources)

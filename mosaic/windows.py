@@ -6,6 +6,11 @@ most two tiles per axis as long as the overlap is at most half a tile. Each tile
 finalises the span from its start to the next tile's start: the pixels there get
 contributions only from this tile and the one before it on each axis, which is what
 lets the semantic stage keep only one overlap strip in memory.
+
+Each tile also has a core: from the middle of the overlap with the tile before to the
+middle of the overlap with the tile after (the image edge for the first and last). The
+cores partition the image; a pixel two tiles see belongs to the one whose core holds it,
+the one that sees it further from its own edge (mosaic/seams.py).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class Span:
     final: int
     first: bool
     last: bool
+    core_start: int = 0  # [core_start, core_stop): the pixels this tile owns
+    core_stop: int = 0
 
     @property
     def size(self) -> int:
@@ -42,12 +49,20 @@ class Tile:
         return self.rows.index, self.cols.index
 
 
+# Colonies cut by a seam are merged by comparing what two tiles see in the strip they
+# share: without a strip (or with a sliver of one) a colony across a seam would come out
+# as two to four colonies.
+MIN_OVERLAP = 16
+
+
 def check_tiling(tile: int, overlap: int) -> None:
-    if tile < 16:
-        raise ValueError(f"--tile-size {tile}: a tile must be at least 16 pixels")
-    if not 0 <= overlap <= tile // 2:
+    if tile < 2 * MIN_OVERLAP:
+        raise ValueError(f"--tile-size {tile}: a tile must be at least {2 * MIN_OVERLAP} pixels")
+    if not MIN_OVERLAP <= overlap <= tile // 2:
         raise ValueError(
-            f"--tile-overlap {overlap}: must be between 0 and half the tile size ({tile // 2})"
+            f"--tile-overlap {overlap}: must be between {MIN_OVERLAP} and half the tile size "
+            f"({tile // 2}): colonies cut by a seam are joined by comparing what the two tiles "
+            "see in the strip they share"
         )
 
 
@@ -65,6 +80,8 @@ def spans(length: int, tile: int, overlap: int) -> list[Span]:
             final=starts[k + 1] if k + 1 < count else length,
             first=k == 0,
             last=k + 1 == count,
+            core_start=0 if k == 0 else start + overlap // 2,
+            core_stop=length if k + 1 == count else starts[k + 1] + overlap // 2,
         )
         for k, start in enumerate(starts)
     ]

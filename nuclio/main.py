@@ -193,7 +193,9 @@ def _check_size(data: bytes) -> None:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return  # not a header Pillow reads: read_rgb says what is wrong
+        # not a header Pillow reads: read_rgb refuses it without decoding a pixel (OpenCV
+        # would decode a Radiance HDR, PAM or PFM whole before its size were known)
+        return
     if width * height > MAX_PIXELS:
         raise BadRequest(
             f'"image" has {width * height} pixels ({width} x {height}); the limit is '

@@ -212,6 +212,20 @@ def write_labels(checked: dict, target: Path) -> Path:
     return target
 
 
+def _check_outputs(output: Path, overwrite: bool) -> None:
+    """Refuse, before any work, to replace a zip or labels file without --overwrite."""
+    existing = [p for p in (output, output.with_name(LABELS_FILE)) if p.exists()]
+    if existing and not overwrite:
+        names = " and ".join(str(p) for p in existing)
+        raise PackagingError(
+            f"{names} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite to "
+            "replace, or run from another folder (or --output elsewhere)"
+        )
+    for path in existing:
+        if path.is_dir():
+            raise PackagingError(f"{path} is a folder; move it or pass another --output")
+
+
 def _sam_argument(sam_weights: str | None, semantic_only: bool) -> str | None:
     """SAM_WEIGHTS, or None for a semantic-only bundle; never one left out by mistake."""
     if semantic_only and sam_weights is not None:
@@ -241,9 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         "semantic map as an instance (sets CORAL_SEMANTIC_ONLY=1 in function.yaml)",
     )
     parser.add_argument("--output", type=Path, default=Path("nuclio.zip"))
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing zip and the {LABELS_FILE} beside it",
+    )
     args = parser.parse_args(argv)
     try:
         sam_weights = _sam_argument(args.sam_weights, args.semantic_only)
+        _check_outputs(args.output, args.overwrite)
         checked = validate(
             args.model_name, args.segformer_weights, args.segformer_config, sam_weights
         )

@@ -88,6 +88,7 @@ COLUMNS = {
         "cover_max",
         "colonies",
         "area_m2",
+        "density_images",
         "density_per_m2",
     ],
     "size_classes.csv": [
@@ -185,8 +186,13 @@ def test_outputs_are_not_clobbered_without_overwrite(tmp_path, capsys):
     assert run_summarize(infer_dir, "--output-dir", out) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "mine.txt").exists()
+    assert run_summarize(infer_dir, "--output-dir", out, "--overwrite") == 2
+    assert "did not write (mine.txt)" in capsys.readouterr().err, "a file of the user's"
+    assert (out / "mine.txt").read_text() == "keep"
+    (out / "mine.txt").unlink()
+    (out / "report.html").unlink()
     assert run_summarize(infer_dir, "--output-dir", out, "--overwrite") == 0
-    assert not (out / "mine.txt").exists() and (out / "report.html").is_file()
+    assert (out / "report.html").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
 
 
@@ -284,3 +290,54 @@ def test_a_folder_of_something_else_is_refused_with_advice(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert run_summarize(tmp_path / "empty", "--points", 5000, "--output-dir", tmp_path / "o") == 2
     assert "--points 5000: CoralNet takes 1 to 1000" in capsys.readouterr().err
+
+
+def test_coralnet_names_the_photos_without_images(tmp_path, caplog):
+    """Issue 23 item 7: without --images, CoralNet's files name each image as the photo
+    CoralNet holds: from the prepared dataset's manifest.csv (the file prepare_data.py
+    read), from the inference record, and never silently as the class map's <stem>.png."""
+    data_root, infer_dir, maps, semantic = demo_like_tree(tmp_path, count=2)
+    prepared = data_root / "reef_demo"
+    stems = sorted(maps)
+    photos = {stem: f"IMG_{k + 1:04d}.JPG" for k, stem in enumerate(stems)}  # camera names
+    rows = [
+        f"{k},/field/2024/{photos[s]},test,images/test/{s}.jpg,annotations/test/{s}.png,"
+        "128,128,128,128,2,0\n"
+        for k, s in enumerate(stems)
+    ]
+    (prepared / "manifest.csv").write_text(
+        "sample_id,source_filepath,split,image,annotation,width,height,source_width,"
+        "source_height,num_shapes,shapes_outside\n" + "".join(rows)
+    )
+
+    def names(out: Path, role: str) -> tuple[set, set]:
+        points = pd.read_csv(out / "coralnet" / role / "annotations.csv")
+        covers = pd.read_csv(out / "coralnet" / role / "percent_covers.csv")
+        return set(points["Name"]), set(covers["Image name"].dropna())
+
+    # inference ran on the prepared copies (reef_005.jpg); the manifest knows the photos
+    out = tmp_path / "with_truth"
+    assert run_summarize(infer_dir, "--truth", prepared, "--points", 4, "--output-dir", out) == 0
+    for role in ("predicted", "annotated"):
+        assert names(out, role) == (set(photos.values()), set(photos.values())), role
+    assert set(pd.read_csv(out / "images.csv")["file_name"]) == set(photos.values())
+    out = tmp_path / "annotations_alone"
+    assert run_summarize(prepared, "--points", 4, "--output-dir", out) == 0
+    assert names(out, "annotated")[0] == set(photos.values())
+
+    # the semantic/ maps of the output as class maps: the inference record names the files
+    out = tmp_path / "semantic_maps"
+    args = ("--classes", "fine", "--points", 4, "--output-dir", out)
+    assert run_summarize(infer_dir / "semantic", *args) == 0
+    assert names(out, "predicted")[0] == {f"{s}.jpg" for s in stems}
+
+    # nothing names the photos: <stem>.png, and the log says which images and what to do
+    pred_dir = tmp_path / "pred"
+    for stem, class_map in semantic.items():
+        write_png(pred_dir / f"{stem}.png", class_map)
+    out = tmp_path / "unnamed"
+    caplog.clear()
+    assert run_summarize(pred_dir, "--classes", "fine", "--points", 4, "--output-dir", out) == 0
+    assert names(out, "predicted")[0] == {f"{s}.png" for s in stems}
+    assert f"No photo name is known for 2 image(s) ({', '.join(stems)})" in caplog.text
+    assert "give --images PHOTOS" in caplog.text

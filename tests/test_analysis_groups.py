@@ -89,3 +89,44 @@ def test_size_classes_are_log2_with_lower_bounds_inclusive():
     assert table["colonies"].to_dict() == {0: 2, 1: 2, 2: 1, 3: 0, 4: 2}  # zeros kept
     assert (table.loc[4, "lower"], table.loc[4, "upper"], table.loc[4, "unit"]) == (16, 32, "cm2")
     assert table["fraction"].sum() == pytest.approx(1.0)
+
+
+def test_density_counts_only_the_images_with_a_scale(caplog):
+    """Issue 23 item 6: one image with a scale (0.25 m2, 3 colonies) and one without
+    (5 colonies) in a group: the density is 3 / 0.25 = 12 per m2, not (3 + 5) / 0.25."""
+    stems, scaled = ["A_1", "A_2"], {"A_1": 0.25, "A_2": np.nan}
+    counts = {"A_1": 3, "A_2": 5}
+    cover = pd.DataFrame(
+        [
+            {"image": s, "site": "A", "source": "predicted", "class_index": k, "class": name,
+             "cover_percent": 50.0}
+            for s in stems
+            for k, name in ((0, "background"), (1, "Porites"))
+        ]
+    )  # fmt: skip
+    images = pd.DataFrame(
+        [
+            {"image": s, "site": "A", "source": "predicted", "valid_area_m2": scaled[s]}
+            for s in stems
+        ]
+    )
+    colonies = pd.DataFrame(
+        [
+            {"image": s, "site": "A", "source": "predicted", "class_index": 1, "genus": "Porites"}
+            for s in stems
+            for _ in range(counts[s])
+        ]
+    )
+    with caplog.at_level("WARNING", logger="coral"):
+        groups = summarize_groups(cover, images, colonies, ["site"]).set_index(["site", "class"])
+    porites = groups.loc[("A", "Porites")]
+    assert porites["colonies"] == 3 + 5  # every colony is still counted
+    assert porites["area_m2"] == 0.25 and porites["density_images"] == 1
+    assert porites["density_per_m2"] == pytest.approx(3 / 0.25)
+    assert pd.isna(groups.loc[("A", "background"), "density_images"])
+    assert "Group A: 1 of 2 images have a scale" in caplog.text
+
+    unscaled = images.assign(valid_area_m2=np.nan)
+    groups = summarize_groups(cover, unscaled, colonies, ["site"]).set_index(["site", "class"])
+    assert groups.loc[("A", "Porites"), "density_images"] == 0
+    assert np.isnan(groups.loc[("A", "Porites"), "density_per_m2"])

@@ -58,15 +58,11 @@ def test_quadrat_size_gives_the_scale_and_refuses_non_square_pixels():
 
 
 def test_a_georeference_gives_the_scale_unless_the_command_line_overrides_it():
-    # rasterio's Affine(a, b, c, d, e, f) of a north-up raster with 2 mm pixels, in metres
-    own = Scale.from_affine(0.002, 0.0, 0.0, -0.002)
-    assert own.mm_per_pixel == pytest.approx(2.0)
-    rotated = Scale.from_affine(
-        0.002 * math.cos(0.3), 0.002 * math.sin(0.3), -0.002 * math.sin(0.3), 0.002 * math.cos(0.3)
-    )
-    assert rotated.mm_per_pixel == pytest.approx(2.0)
+    own = Scale(2.0, "georeference", mm2_per_pixel=3.8)  # a geographic CRS: not square
+    assert own.cm2(100) == pytest.approx(3.8) and own.cm(10) == pytest.approx(2.0)
     assert ScaleSpec().for_image("m.tif", (5, 5), own) is own
     assert ScaleSpec(mm_per_pixel=3).for_image("m.tif", (5, 5), own).mm_per_pixel == 3
+    assert ScaleSpec(mm_per_pixel=3).for_image("m.tif", (5, 5), own).cm2(100) == pytest.approx(9)
 
 
 def test_touches_edge_of_image_or_counted_area():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
+from analysis.open_source import open_source
 from analysis.sources import (
     ANNOTATED,
     PREDICTED,
@@ -19,7 +20,6 @@ from analysis.sources import (
     PreparedSplit,
     SourceError,
     TwoStageOutput,
-    open_source,
 )
 from dataset.coco import coco_document, image_annotations
 from dataset.taxonomy import load_taxonomy

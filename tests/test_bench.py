@@ -134,6 +134,15 @@ def test_scale_bench_smallest_setting(capsys):
     assert '"benchmark": "scale"' in capsys.readouterr().out
 
 
+def test_reef_stats_scale_bench_smallest_setting(capsys):
+    import scale_bench
+
+    result = scale_bench.main(reef_stats=True, sizes="600,1200")
+    assert [(r["size"], r["colonies"]) for r in result["rows"]] == [(600, 1), (1200, 4)]
+    assert all(r["peak_rss_mib"] > 100 for r in result["rows"])
+    assert '"benchmark": "reef_stats_scale"' in capsys.readouterr().out
+
+
 def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
     import json
     import os

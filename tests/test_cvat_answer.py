@@ -111,6 +111,8 @@ def test_every_item_survives_cvats_server_pixel_for_pixel(served):
             "unsure": "true" if instance.unsure else "false",
         }, "both attributes kept, with the instance's values"
     assert {s["attributes"]["unsure"] for s in shapes} <= {"true", "false"}
+    masks = np.stack([shape["mask"] for shape in shapes])
+    assert masks.sum(0).max() == 1, "one pixel, one colony: the masks CVAT stores never overlap"
 
 
 def test_undeclared_attributes_are_dropped_by_the_server(served):

@@ -148,6 +148,29 @@ def test_huge_png_is_refused_from_its_header_without_decoding(served):
     assert growth < 40, f"peak memory grew by {growth:.0f} MiB for a refused request"
 
 
+def test_a_format_the_header_check_cannot_size_is_refused_undecoded(served, tmp_path, monkeypatch):
+    """Issue 23 item 4: Pillow does not know Radiance HDR, so the header check could not size
+    it and OpenCV decoded it whole (a 1 MB body is a 16 MP float image) before the limit."""
+    path = tmp_path / "sky.hdr"
+    rows, columns = 1000, 1200  # 1.2 MP, over the function's 1 MP limit
+    assert cv2.imwrite(str(path), np.full((rows, columns, 3), 0.5, np.float32))
+    data = path.read_bytes()
+    assert data.startswith(b"#?RADIANCE") and f"-Y {rows} +X {columns}".encode() in data[:100]
+    assert len(data) < 100_000  # run-length coded: the size is only in the header
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("OpenCV decoded an image the header check could not size")
+
+    monkeypatch.setattr(cv2, "imdecode", decoded)
+    monkeypatch.setattr(cv2, "imread", decoded)
+    status, answer = served.send(data)
+    assert status == 400, answer
+    assert answer["error"] == (
+        '"image": a Radiance HDR image, a format whose size cannot be checked before every '
+        "pixel is decoded, so it is not read; send it as JPEG, PNG or 8/16-bit TIFF"
+    )
+
+
 # ---- good images: 200, masks in the frame CVAT shows ------------------------------------
 
 

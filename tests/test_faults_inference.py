@@ -370,7 +370,12 @@ def test_second_run_on_the_same_output_folder_is_refused(
     )  # fmt: skip
     try:
         lock = out / ".inference.lock"
-        _wait_for(lambda: lock.exists() and f"pid {first.pid}" in lock.read_text(), first, out)
+        claimed = out / "inference_run.json"  # written once the lock is held
+        _wait_for(
+            lambda: lock.exists() and f"pid {first.pid}" in lock.read_text() and claimed.exists(),
+            first,
+            out,
+        )
         run_file = (out / "inference_run.json").read_bytes()
         # the same command, --overwrite, and other settings with --overwrite: all refused
         for extra in ([], ["--overwrite"], ["--nms-threshold", "0.3", "--overwrite"]):

@@ -118,6 +118,38 @@ def test_huge_image_is_refused_from_its_header_before_decoding(tmp_path):
         read_rgb(path, max_pixels=1_000_000)
 
 
+@pytest.mark.parametrize(
+    ("suffix", "dtype", "kind"),
+    [(".hdr", np.float32, "a Radiance HDR image"), (".pam", np.uint8, "a PAM image")],
+)
+def test_formats_the_header_check_cannot_size_are_refused_undecoded(
+    tmp_path, monkeypatch, suffix, dtype, kind
+):
+    """Issue 23 item 4: Pillow reads no Radiance HDR or PAM header, and OpenCV decoded such
+    a file whole before the pixel limit applied (in a batch, a file named .jpg will do)."""
+    written = tmp_path / f"written{suffix}"
+    assert cv2.imwrite(str(written), np.ones((30, 40, 3), dtype))
+    path = tmp_path / "IMG_0007.jpg"  # what inference and prepare_data pick up in a folder
+    path.write_bytes(written.read_bytes())
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("OpenCV decoded an image the header check could not size")
+
+    monkeypatch.setattr(cv2, "imdecode", decoded)
+    monkeypatch.setattr(cv2, "imread", decoded)
+    expected = (
+        f"{path}: {kind}, a format whose size cannot be checked before every pixel is "
+        "decoded, so it is not read; send it as JPEG, PNG or 8/16-bit TIFF"
+    )
+    for read in (read_rgb, read_header, lambda p: read_rgb(p.read_bytes(), name=str(p))):
+        with pytest.raises(ImageReadError) as refused:
+            read(path)
+        assert str(refused.value) == expected
+    from dataset.sharding import pixel_count
+
+    assert pixel_count(path) == 0  # weighed without decoding; it fails when processed
+
+
 def test_gif_and_webp_read_and_plain_files_are_flagged(tmp_path):
     rgb = _pattern()
     Image.fromarray(rgb).save(tmp_path / "a.webp", lossless=True)

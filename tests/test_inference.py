@@ -162,6 +162,35 @@ def test_fusion_rule_labels_flags_adds_and_suppresses():
     ]
 
 
+def test_overlapping_instances_partition_their_pixels_the_most_confident_keeps_the_overlap():
+    """IoU under the NMS threshold used to keep both masks whole, so 80 pixels were in two
+    colonies. Now the more confident instance keeps them, the other the rest of its own;
+    one left under min_area by the more confident ones is dropped."""
+    probs = torch.zeros(2, 40, 40)
+    probs[1, :, :20], probs[1, :, 20:] = 0.9, 0.6
+    sam = torch.stack(
+        [
+            mask(5, 25, 18, 35),  # mostly 0.6: the less confident
+            mask(5, 25, 5, 22),  # mostly 0.9: the more confident
+            mask(26, 30, 5, 35),  # apart: kept whole
+            mask(3, 7, 5, 25),  # second by confidence; 46 px left once the first has its own
+        ]
+    )
+    probs[1] *= sam.any(0)  # coral only where a proposal is: no semantic fallback instance
+    probs[0] = 1 - probs[1]
+    instances = fuse(probs, sam, FusionSettings(min_threshold=0.0, nms_threshold=0.5, min_area=50))
+    masks = np.stack([i.mask for i in instances])
+    assert masks.sum(0).max() == 1, "no pixel in two instances"
+    assert masks.sum() == np.logical_or.reduce(masks).sum()
+    by_box = {tuple(np.argwhere(i.mask)[[0, -1]].ravel()): i.area for i in instances}
+    assert by_box == {
+        (5, 5, 24, 21): 20 * 17,  # whole
+        (5, 22, 24, 34): 20 * 17 - 20 * 4,  # less the 80 contested pixels
+        (26, 5, 29, 34): 4 * 30,
+    }
+    assert len(instances) == 3, "the strip's 46 own pixels are under min_area"
+
+
 def test_min_area_drops_small_instances_and_semantic_regions():
     probs = probability_maps()
     instances = fuse(probs, mask(5, 20, 5, 20)[None], FusionSettings(min_area=200))

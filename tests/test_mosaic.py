@@ -34,6 +34,9 @@ from mosaic.windows import grid, spans, weights
 CLASSES = ["background", "red_coral", "green_coral"]
 BACKGROUND, RED, GREEN = (60, 60, 60), (220, 40, 40), (40, 220, 40)
 FUSION = FusionSettings(min_threshold=0.05, unsure_threshold=0.2, nms_threshold=0.5, min_area=20)
+# A 1 mm UTM grid cell near the central meridian is 1 / 0.9996 mm on the ground (UTM's
+# scale factor there): ground areas (mosaic/ground.py) are 0.08 % over the grid's.
+UTM_M2_PER_MM2_CELL = 1e-6 / 0.9996**2
 
 
 class ColourClasses(torch.nn.Module):
@@ -83,9 +86,14 @@ def _features(path: Path) -> list[dict]:
 
 
 def test_tiles_cover_the_image_and_their_weights_sum_to_one():
-    for length, tile, overlap in ((1000, 256, 64), (256, 256, 64), (100, 256, 32), (700, 200, 0)):
+    for length, tile, overlap in ((1000, 256, 64), (256, 256, 64), (100, 256, 32), (700, 200, 17)):
         found = spans(length, tile, overlap)
         assert found[0].start == 0 and found[-1].stop == length and found[-1].final == length
+        owners = np.zeros(length, int)
+        for span in found:
+            assert span.start <= span.core_start < span.core_stop <= span.stop
+            owners[span.core_start : span.core_stop] += 1
+        assert (owners == 1).all(), "the cores partition the axis"
         for a, b in zip(found, found[1:], strict=False):
             assert a.final == b.start and a.stop - b.start == overlap  # neighbours only
     total = np.zeros((530, 770), np.float32)
@@ -137,8 +145,9 @@ def test_seam_merge_joins_pieces_of_one_colony_and_keeps_neighbours_apart():
     colonies = merger.finish()
     assert sorted(c.area_px for c in colonies) == sorted([disc.sum(), other.sum()])
     big = max(colonies, key=lambda c: c.area_px)
-    # the pieces' areas weigh their confidences
-    left, right = disc[:, :100].sum(), disc[:, 80:].sum()
+    # the areas the pieces keep (each tile's core: columns 0-89 and 90-179) weigh their
+    # confidences
+    left, right = disc[:, :90].sum(), disc[:, 90:].sum()
     assert big.confidence == pytest.approx((0.9 * left + 0.5 * right) / (left + right))
 
 
@@ -191,8 +200,8 @@ def test_georeferenced_mosaic_gives_georeferenced_maps_and_whole_colonies(tmp_pa
         pixels = int((labels == labels[int(row), int(col)]).sum())
         props = feature["properties"]
         assert props["area_px"] == pixels
-        assert props["area_m2"] == pytest.approx(pixels * 1e-6)
-        assert geometry.area == pytest.approx(pixels * 1e-6)
+        assert props["area_m2"] == pytest.approx(pixels * UTM_M2_PER_MM2_CELL, rel=1e-3)
+        assert geometry.area == pytest.approx(pixels * 1e-6)  # in the grid's metres
         assert props["class"] == CLASSES[props["class_index"]] and props["confidence"] > 0.9
     assert {f["properties"]["class"] for f in features} == {"red_coral", "green_coral"}
 
@@ -247,12 +256,13 @@ def test_end_to_end_through_the_command_with_the_tiny_models(
             "--segformer-weights", str(random_semantic_checkpoint), "--device", "cpu",
             "--points-per-side", "2", "--crop-n-layers", "0", "--min-area", "10",
             "--tile-size", "128", "--tile-overlap", "32"]  # fmt: skip
-    with pytest.raises(SystemExit) as stopped:  # more than half a tile
-        cli.main([*args, "--tile-overlap", "100"])
-    assert stopped.value.code == 2
-    assert "--tile-overlap 100: must be between 0 and half the tile size (64)" in (
-        capsys.readouterr().err
-    )
+    for overlap in (100, 0):  # more than half a tile; no strip to merge colonies in
+        with pytest.raises(SystemExit) as stopped:
+            cli.main([*args, "--tile-overlap", str(overlap)])
+        assert stopped.value.code == 2
+        assert f"--tile-overlap {overlap}: must be between 16 and half the tile size (64)" in (
+            capsys.readouterr().err
+        )
     monkeypatch.setattr("mosaic.pipeline.TILED_ABOVE_PIXELS", 30_000)  # 200 x 180 is "large"
     assert cli.main(args) == 0
     out = tmp_path / "out"
@@ -262,9 +272,8 @@ def test_end_to_end_through_the_command_with_the_tiny_models(
     collection = json.loads((out / "mosaics/ortho.geojson").read_text())
     record = json.loads((out / ".per_image/ortho.json").read_text())
     assert record["mosaic"]["colonies"] == len(collection["features"])
-    assert record["mosaic"]["tiles"] == 4 and record["mosaic"]["m2_per_pixel"] == pytest.approx(
-        1e-6
-    )
+    assert record["mosaic"]["tiles"] == 4
+    assert record["mosaic"]["m2_per_pixel"] == pytest.approx(UTM_M2_PER_MM2_CELL, rel=1e-3)
     predictions = json.loads((out / "predictions.json").read_text())
     assert [i["file_name"] for i in predictions["images"]] == ["photo.png"]
     log = (out / "inference_log.txt").read_text()
@@ -384,7 +393,7 @@ def test_unreadable_pixel_types_are_refused_naming_the_file(tmp_path):
 
 
 def test_reef_stats_reads_the_tiled_outputs_with_their_georeferenced_scale(tmp_path):
-    from analysis.sources import open_source
+    from analysis.open_source import open_source
 
     path, truth = _georeferenced_mosaic(tmp_path / "reef.tif", width=1200, height=900)
     result = _run(path, tmp_path / "out", 512, 64)
@@ -392,7 +401,8 @@ def test_reef_stats_reads_the_tiled_outputs_with_their_georeferenced_scale(tmp_p
     assert source.description.startswith("tiled inference output")
     assert source.classes.names == tuple(CLASSES) and source.stems() == ["reef"]
     labels = source.load("reef")
-    assert labels.scale.mm_per_pixel == pytest.approx(1.0) and "EPSG:32755" in labels.scale.source
+    assert labels.scale.mm_per_pixel == pytest.approx(1 / 0.9996, rel=1e-3)
+    assert "EPSG:32755" in labels.scale.source
     assert np.array_equal(labels.class_map, ColourClasses()(truth["image"]).argmax(0).numpy())
     features = {f["properties"]["id"]: f for f in _features(result.outputs["colonies"])}
     assert len(labels.colonies) == len(features) == 2  # the seam colony and the massive one
@@ -428,3 +438,181 @@ def test_polygons_keep_holes_and_follow_the_right_hand_rule(tmp_path):
     assert placed.area == pytest.approx(ring.sum() * 4e-6)
     assert feature["properties"]["area_m2"] == pytest.approx(ring.sum() * 4e-6)
     assert not list(tmp_path.glob(".*tmp*"))  # written by rename
+
+
+class DisagreeingTiles:
+    """Stand-in stages whose tiles disagree in every overlap: each call (one per tile)
+    calls coral another class than its neighbours and sees each blob grown by another
+    number of pixels and shifted, so the pieces two tiles see of one colony differ in
+    class and in outline (some share less than half of the smaller one)."""
+
+    def __init__(self) -> None:
+        self.semantic_calls = 0
+        self.proposal_calls = 0
+
+    def predict_probs(self, rgb: np.ndarray) -> torch.Tensor:
+        k, self.semantic_calls = self.semantic_calls, self.semantic_calls + 1
+        coral = torch.from_numpy((rgb.max(2).astype(int) - rgb.min(2)) > 100)
+        probs = torch.full((3, *coral.shape), 0.05)
+        probs[0][~coral] = 0.9
+        probs[1 + k % 2][coral] = 0.9
+        return probs
+
+    def propose(self, rgb: np.ndarray) -> Blobs:
+        k, self.proposal_calls = self.proposal_calls, self.proposal_calls + 1
+        coral = ((rgb.max(2).astype(int) - rgb.min(2)) > 100).astype(np.uint8)
+        grown = cv2.dilate(coral, np.ones((2 * (k % 3) + 1,) * 2, np.uint8))
+        shifted = np.roll(grown, (k % 2) * 3, axis=1)
+        count, labels = cv2.connectedComponents(shifted, connectivity=8)
+        masks = np.stack([labels == i for i in range(1, count)]) if count > 1 else None
+        return Blobs(
+            torch.from_numpy(masks if masks is not None else np.zeros((0, *coral.shape), bool))
+        )
+
+
+def test_colonies_of_a_mosaic_share_no_pixel_when_its_tiles_disagree(tmp_path):
+    """The issue's acceptance: 3 x 3 tiles, disagreeing in every overlap; no two GeoJSON
+    polygons intersect and the colonies' areas add up to the area of their union."""
+    image = np.empty((320, 320, 3), np.uint8)
+    image[:] = BACKGROUND
+    for centre, radius in (((96, 96), 30), ((112, 200), 25), ((210, 104), 40), ((200, 200), 45),
+                           ((40, 300), 15), ((300, 30), 18), ((160, 40), 20)):  # fmt: skip
+        cv2.circle(image, centre, radius, RED, -1)  # across seams and tile corners
+    path = write_mosaic(tmp_path / "reef.tif", [image], 320, 320, mm_per_pixel=2)
+    stages = DisagreeingTiles()
+    result = run_tiled(path, tmp_path / "out", stages.predict_probs, stages.propose, FUSION,
+                       CLASSES, None, TileSettings(128, 32))  # fmt: skip
+    assert result.tiles == 9 and stages.semantic_calls == 9
+    features = _features(result.outputs["colonies"])
+    polygons = [shapely.geometry.shape(f["geometry"]) for f in features]
+    assert len(polygons) >= 7 and all(p.is_valid for p in polygons)
+    pixel_m2 = 0.002**2
+    for a in range(len(polygons)):
+        for b in range(a + 1, len(polygons)):
+            shared = polygons[a].intersection(polygons[b]).area / pixel_m2
+            assert shared < 1e-6, (features[a]["properties"], features[b]["properties"], shared)
+    union = shapely.union_all(polygons).area / pixel_m2
+    total = sum(p.area for p in polygons) / pixel_m2
+    assert total == pytest.approx(union, abs=1e-6)
+    assert sum(f["properties"]["area_px"] for f in features) == round(union)
+    # the colonies are the discs as the tiles saw them (grown and shifted by a few pixels)
+    coral = (image.max(2).astype(int) - image.min(2)) > 100
+    covered = rasterize(
+        [(shapely.affinity.affine_transform(p, _pixel_matrix(path)), 1) for p in polygons],
+        out_shape=coral.shape,
+    ).astype(bool)
+    assert (covered & coral).sum() >= 0.95 * coral.sum()
+
+
+def _pixel_matrix(path: Path) -> list[float]:
+    """shapely's affine matrix from a GeoTIFF's CRS coordinates to its pixel coordinates."""
+    with rasterio.open(path) as src:
+        t = ~src.transform
+    return [t.a, t.b, t.d, t.e, t.c, t.f]
+
+
+def test_two_tiles_that_disagree_on_a_colony_do_not_both_count_its_overlap():
+    """The issue's case: a disc across a seam; the left tile calls it class 1, the right
+    tile class 2 and sees it shifted, sharing under half of it. It used to come out as
+    two colonies of 2695 + 2294 px for a disc of 2821 px."""
+    tiles = grid(100, 180, 100, 20)[0]  # columns 0-99 and 80-179; cores 0-89 and 90-179
+    disc = np.zeros((100, 180), bool)
+    cv2.circle(disc.view(np.uint8), (90, 50), 30, 1, -1)
+    shifted = np.zeros_like(disc)
+    shifted[25:] = disc[:-25]  # the right tile sees it 25 px lower
+    seen = (disc, shifted)
+    merger = SeamMerger(unsure_threshold=0.2, min_shared=0.9)  # too different to merge
+    for tile, mask, label in zip(tiles, seen, (1, 2), strict=True):
+        cols = slice(tile.cols.start, tile.cols.stop)
+        geometry = mask_polygon(mask[:, cols], 0, tile.cols.start)
+        merger.add(tile, [Piece(tile.key, label, 0.8, "sam", geometry)])
+    colonies = merger.finish()
+    assert len(colonies) == 2
+    assert colonies[0].geometry.intersection(colonies[1].geometry).area == 0
+    expected = disc[:, :90].sum() + seen[1][:, 90:].sum()  # each tile's own part
+    assert sum(c.area_px for c in colonies) == expected
+    merged = SeamMerger(unsure_threshold=0.2)  # the default rule: one colony, class by area
+    for tile, mask, label in zip(tiles, seen, (1, 2), strict=True):
+        cols = slice(tile.cols.start, tile.cols.stop)
+        geometry = mask_polygon(mask[:, cols], 0, tile.cols.start)
+        merged.add(tile, [Piece(tile.key, label, 0.8, "sam", geometry)])
+    (colony,) = merged.finish()
+    assert colony.area_px == expected
+    assert colony.label == (1 if disc[:, :90].sum() > seen[1][:, 90:].sum() else 2)
+
+
+def test_a_georeferenced_image_under_the_size_threshold_still_gets_gis_outputs(tmp_path):
+    """A 3072 x 2048 orthomosaic used to go through the photo path: no class-map GeoTIFF,
+    no GeoJSON. Its georeference, not its size, decides (written small here: the rule
+    reads only the header)."""
+    from mosaic.pipeline import TILED_ABOVE_PIXELS, wants_tiling
+
+    cell = _quadrat(64)
+    geo = write_mosaic(tmp_path / "ortho.tif", [cell], 48, 64)
+    plain = write_mosaic(tmp_path / "scan.tif", [cell], 48, 64, epsg=None)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cell)
+    assert TILED_ABOVE_PIXELS > 64 * 48
+    assert wants_tiling(geo, forced=False)
+    assert not wants_tiling(plain, forced=False) and not wants_tiling(photo, forced=False)
+    assert wants_tiling(photo, forced=True)
+
+
+def test_reef_stats_counts_a_mosaic_window_by_window_as_the_whole_map_counts(tmp_path, monkeypatch):
+    """The bounded-memory path (analysis/mosaic_summary.py) with windows of 100 px, so every
+    count crosses window edges: cover equals a bincount of the whole class map, colonies
+    the GeoJSON's, their edge flags measures.touches_edge on the whole map, and every
+    CoralNet point lies in its own cell with the class under it."""
+    import pandas as pd
+
+    import reef_stats
+    from analysis import mosaic_source
+    from analysis.coralnet import grid_shape
+    from analysis.measures import touches_edge
+    from analysis.open_source import open_source
+
+    path, _ = _georeferenced_mosaic(tmp_path / "reef.tif", width=700, height=500)
+    result = _run(path, tmp_path / "out", 256, 32)
+    monkeypatch.setattr(mosaic_source, "WINDOW", 100)
+    stats = tmp_path / "stats"
+    argv = ["summarize", str(tmp_path / "out"), "--output-dir", str(stats)]
+    assert reef_stats.main([*argv, "--points", "12", "--seed", "3"]) == 0
+    whole = open_source(tmp_path / "out").load("reef")
+    valid = whole.class_map != 255
+    cover = pd.read_csv(stats / "cover.csv")
+    expected = np.bincount(whole.class_map[valid], minlength=3)[:3]
+    assert cover["pixels"].tolist() == expected.tolist()
+    colonies = pd.read_csv(stats / "colonies.csv").set_index("colony_id")
+    features = _features(result.outputs["colonies"])
+    assert sorted(colonies.index) == sorted(f["properties"]["id"] for f in features)
+    for colony in whole.colonies:
+        row = colonies.loc[colony.id]
+        assert row["area_px"] == colony.area
+        assert bool(row["touches_edge"]) == touches_edge(colony, valid)
+    points = pd.read_csv(stats / "coralnet" / "predicted" / "annotations.csv")
+    cell_rows, cell_cols = grid_shape(12)
+    cells = set()
+    for _, point in points.iterrows():
+        r, c = int(point["Row"]), int(point["Column"])
+        assert valid[r, c]
+        assert (
+            point["Label code"] == ("background", "redcoral", "greencoral")[whole.class_map[r, c]]
+        )
+        cells.add((r * cell_rows // 500, c * cell_cols // 700))
+    assert len(points) == len(cells) == 12, "one point in each cell"
+
+
+def test_colonies_saved_again_in_another_layout_read_the_same(tmp_path):
+    """The GeoJSON is streamed a feature a line as mosaic/geojson.py writes it; a file
+    saved again by another tool (QGIS, an editor) in any layout reads the same."""
+    from analysis.open_source import open_source
+
+    path, _ = _georeferenced_mosaic(tmp_path / "reef.tif", width=700, height=500)
+    result = _run(path, tmp_path / "out", 256, 32)
+    streamed = open_source(tmp_path / "out").load("reef").colonies
+    collection = json.loads(result.outputs["colonies"].read_text())
+    result.outputs["colonies"].write_text(json.dumps(collection, indent=2))
+    again = open_source(tmp_path / "out").load("reef").colonies
+    assert len(streamed) == len(again) == len(collection["features"]) >= 1
+    for a, b in zip(streamed, again, strict=True):
+        assert (a.id, a.box) == (b.id, b.box) and np.array_equal(a.mask, b.mask)

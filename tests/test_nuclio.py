@@ -261,7 +261,7 @@ def test_bad_inputs_name_the_argument_and_leave_no_zip(inputs, tmp_path):
         (("coral", best, CONFIG, tmp_path / "not_sam.pth"), "SAM_WEIGHTS"),
     ]
     for args, message in cases:
-        result = deploy(tmp_path, *args)
+        result = deploy(tmp_path, *args, "--overwrite")
         assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
     assert (tmp_path / "nuclio.zip").read_bytes() == b"previous zip", (
         "replaced only by a complete zip"
@@ -270,6 +270,22 @@ def test_bad_inputs_name_the_argument_and_leave_no_zip(inputs, tmp_path):
         "no partial zip left"
     )
     assert deploy(tmp_path, "only-one-argument").returncode == 2
+
+
+def test_an_existing_zip_and_labels_are_replaced_only_with_overwrite(inputs, tmp_path):
+    args = ("coral", inputs / "best.pth", CONFIG, inputs / "vit_b_coralscop.pth")
+    (tmp_path / "cvat_labels.json").write_text("my edited labels")
+    refused = deploy(tmp_path, *args)
+    assert refused.returncode == 1 and "cvat_labels.json already exists" in refused.stderr
+    assert "--overwrite" in refused.stderr
+    assert (tmp_path / "cvat_labels.json").read_text() == "my edited labels"
+    assert not (tmp_path / "nuclio.zip").exists(), "refused before any work"
+    assert deploy(tmp_path, *args, "--overwrite").returncode == 0
+    assert json.loads((tmp_path / "cvat_labels.json").read_text())[0]["name"]
+    previous = (tmp_path / "nuclio.zip").read_bytes()
+    again = deploy(tmp_path, *args)
+    assert again.returncode == 1 and "nuclio.zip" in again.stderr
+    assert (tmp_path / "nuclio.zip").read_bytes() == previous
 
 
 def test_an_unexpected_failure_answers_500_and_the_function_keeps_serving(monkeypatch, inputs):

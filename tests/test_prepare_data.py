@@ -191,6 +191,7 @@ def test_splits_metadata_manifest_and_mmseg_dataset(make_dataset, settings_for):
     out = prepare(name, settings_for())
 
     assert sorted(p.name for p in out.iterdir()) == [
+        ".coral_toolkit_output.json",  # the marker: prepare_data.py wrote this folder
         "annotations", "classes.txt", "dataset_info.py", "images", "manifest.csv", "palette.txt",
     ]  # fmt: skip
     for split, count in (("train", 3), ("val", 1), ("test", 2)):
@@ -308,13 +309,18 @@ def test_missing_image_names_the_sample_and_leaves_the_previous_output(make_data
 def test_existing_output_needs_overwrite(make_dataset, settings_for):
     name = make_dataset([((64, 64), ["train"], [])])
     out = prepare(name, settings_for())
-    marker = out / "images" / "train" / "stale.jpg"
-    marker.write_bytes(b"old")
+    written = sorted(p.name for p in (out / "images" / "train").iterdir())
+    stale = out / "images" / "train" / "stale.jpg"
+    stale.write_bytes(b"old")
     with pytest.raises(PrepareError, match="already exists; pass --overwrite"):
         prepare(name, settings_for())
-    assert marker.exists()
+    # a file prepare_data.py did not write is never removed, even with --overwrite
+    with pytest.raises(PrepareError, match=r"did not write \(images/train/stale.jpg\)"):
+        prepare(name, settings_for(), overwrite=True)
+    assert stale.read_bytes() == b"old"
+    stale.unlink()
     prepare(name, settings_for(), overwrite=True)
-    assert not marker.exists()
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == written
 
 
 def test_unknown_dataset_and_field_are_explained(make_dataset, settings_for):

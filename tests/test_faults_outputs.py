@@ -1,0 +1,212 @@
+"""Fault suite: outputs never cost a user a file (dataset/output_safety.py and its users).
+
+Each case is what a user does by mistake: points --output-dir at a folder of their own, at
+the parent of the input, at a folder another tool made; adds a file to a result folder and
+reruns with --overwrite; kills a run. Every refusal must leave every byte where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_analysis_synthetic import ACROPORA, FINE, PORITES, disc, write_png
+
+import reef_stats
+from dataset.inference_outputs import RUN_FILE, OutputConflictError, OutputFolder
+from dataset.output_safety import (
+    MARKER,
+    OutputRefusedError,
+    check_replaceable,
+    made_by,
+    staged_folder,
+    write_marker,
+)
+
+SHAPE = (64, 64)
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _class_maps(folder: Path) -> Path:
+    for k in range(2):
+        class_map = np.zeros(SHAPE, np.uint8)
+        class_map[disc(SHAPE, (20, 20 + 10 * k), 9)] = ACROPORA
+        class_map[disc(SHAPE, (45, 45), 8)] = PORITES
+        write_png(folder / f"quadrat_{k}.png", class_map)
+    return folder
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    """The issue's layout: results/maps (class maps), results/notes.txt, a classes.txt."""
+    root = tmp_path / "results"
+    _class_maps(root / "maps")
+    (root / "notes.txt").write_text("field notes: site A, 2026-11-30")
+    (tmp_path / "classes.txt").write_text("\n".join(FINE.classes) + "\n")
+    return root
+
+
+def _summarize(maps: Path, out: Path, *extra: str) -> int:
+    classes = maps.parent.parent / "classes.txt"
+    argv = ["summarize", str(maps), "--classes", str(classes), "--output-dir", str(out)]
+    return reef_stats.main([*argv, "--points", "0", *extra])
+
+
+def test_overwrite_never_replaces_the_folder_that_holds_the_input(results, capsys):
+    before = _tree(results)
+    assert _summarize(results / "maps", results, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "lie inside each other" in err and str(results / "maps") in err
+    assert _tree(results) == before, "the maps and the notes are where they were"
+
+
+def test_an_output_inside_the_input_is_refused(results, capsys):
+    assert _summarize(results / "maps", results / "maps" / "stats") == 2
+    assert "Choose a --output-dir outside the inputs" in capsys.readouterr().err
+    assert not (results / "maps" / "stats").exists()
+
+
+def test_overwrite_refuses_a_folder_reef_stats_did_not_make(results, tmp_path, capsys):
+    mine = tmp_path / "my_folder"
+    mine.mkdir()
+    (mine / "thesis.docx").write_bytes(b"three years of work")
+    assert _summarize(results / "maps", mine, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert f"no {MARKER} marker" in err and "Move or remove it yourself" in err
+    assert (mine / "thesis.docx").read_bytes() == b"three years of work"
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.docx"]
+
+
+def test_overwrite_replaces_its_own_folder_and_refuses_once_a_file_is_added(results, tmp_path):
+    out = tmp_path / "stats"
+    assert _summarize(results / "maps", out) == 0
+    assert made_by(out) == "reef_stats.py" and (out / "report.html").is_file()
+    first = _tree(out)
+    assert _summarize(results / "maps", out, "--overwrite") == 0
+    assert _tree(out).keys() == first.keys()
+    (out / "figures" / "my_edit.png").write_bytes(b"an edited figure")
+    assert _summarize(results / "maps", out, "--overwrite") == 2
+    assert (out / "figures" / "my_edit.png").read_bytes() == b"an edited figure"
+
+
+def test_another_tools_folder_is_not_replaced(results, tmp_path):
+    out = tmp_path / "prepared"
+    with staged_folder(out, "prepare_data.py") as staging:
+        (staging / "classes.txt").write_text("x\n")
+    with pytest.raises(OutputRefusedError, match="it was written by prepare_data.py"):
+        check_replaceable(out, "reef_stats.py", overwrite=True)
+    assert _summarize(results / "maps", out, "--overwrite") == 2
+    assert (out / "classes.txt").read_text() == "x\n"
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_runs_leftovers_are_removed_and_a_swapped_out_output_put_back(results, tmp_path):
+    out = tmp_path / "stats"
+    host, dead = socket.gethostname(), _dead_pid()
+    partial = tmp_path / f".stats.partial-{host}-{dead}-x1"
+    (partial / "figures").mkdir(parents=True)
+    (partial / "cover.csv").write_text("half")
+    alive = tmp_path / f".stats.partial-{host}-{os.getpid()}-x2"  # a run still going
+    alive.mkdir()
+    assert _summarize(results / "maps", out) == 0
+    assert not partial.exists(), "a dead run's staging folder is removed"
+    assert alive.is_dir(), "a live run's is left alone"
+    alive.rmdir()
+
+    # killed between its two renames: the previous output sits under the 'old' name
+    retired = tmp_path / f".stats.old-{host}-{_dead_pid()}-x3"
+    out.rename(retired)
+    previous = _tree(retired)
+    assert _summarize(results / "maps", out) == 2, "the put-back output is not clobbered"
+    assert _tree(out) == previous and not retired.exists()
+
+
+def test_inference_overwrite_keeps_outputs_no_run_marked(tmp_path):
+    out = tmp_path / "my_results"
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "hand_traced.png").write_bytes(b"hours of tracing")
+    with pytest.raises(OutputConflictError, match=f"no {RUN_FILE}") as refused:
+        OutputFolder(out, {"run": 1}, overwrite=True)
+    assert "masks" in str(refused.value)
+    assert (out / "masks" / "hand_traced.png").read_bytes() == b"hours of tracing"
+    assert sorted(p.name for p in out.iterdir()) == ["masks"], "no lock file left behind"
+
+
+def test_inference_refuses_an_input_inside_what_it_would_clear(tmp_path):
+    out = tmp_path / "results"
+    with OutputFolder(out, {"run": 1}):
+        pass
+    photos = out / "visualizations" / "to_redo"
+    photos.mkdir(parents=True)
+    (photos / "a.jpg").write_bytes(b"jpeg")
+    with pytest.raises(OutputConflictError, match="lies in"):
+        OutputFolder(out, {"run": 2}, overwrite=True, inputs=[photos])
+    assert (photos / "a.jpg").read_bytes() == b"jpeg"
+    # the input folder itself as --output-dir is fine: a run never removes an image
+    OutputFolder(photos, {"run": 3}, overwrite=True, inputs=[photos]).close()
+    assert (photos / "a.jpg").read_bytes() == b"jpeg"
+
+
+def test_prepare_data_refuses_folders_it_did_not_write(fiftyone, tmp_path):
+    from dataset.prepare import PrepareError, prepare
+    from settings import Settings
+
+    fo = fiftyone
+    photo = np.full((32, 32, 3), 90, np.uint8)
+    write_png(tmp_path / "photos" / "q1.png", photo)
+    name = "output_safety_fo"
+    dataset = fo.Dataset(name)
+    try:
+        square = fo.Polyline(
+            label="Acropora", points=[[(0.2, 0.2), (0.6, 0.2), (0.6, 0.6)]], closed=True
+        )
+        dataset.add_sample(
+            fo.Sample(
+                filepath=str(tmp_path / "photos" / "q1.png"),
+                tags=["train"],
+                polylines=fo.Polylines(polylines=[square]),
+            )
+        )
+        data_root = tmp_path / "prepared"
+        settings = Settings(data_root=data_root, image_size=32, num_workers=1)
+        target = prepare(name, settings)
+        assert made_by(target) == "prepare_data.py"
+        assert prepare(name, settings, overwrite=True) == target
+        (target / "my_split.txt").write_text("keep")
+        with pytest.raises(PrepareError, match=r"did not write \(my_split.txt\)"):
+            prepare(name, settings, overwrite=True)
+        (target / "my_split.txt").unlink()
+        (target / MARKER).unlink()  # as written before outputs were marked
+        before = _tree(target)
+        with pytest.raises(PrepareError, match="Move or remove it yourself"):
+            prepare(name, settings, overwrite=True)
+        assert _tree(target) == before
+        # images kept inside the folder to be replaced: replacing it would delete them
+        inside = target / "images" / "train" / "q1.png"
+        sample = dataset.first()
+        sample.filepath = str(inside)
+        sample.save()
+        write_marker(target, "prepare_data.py")
+        with pytest.raises(PrepareError, match="lies inside"):
+            prepare(name, settings, overwrite=True)
+        assert inside.is_file()
+    finally:
+        dataset.delete()
