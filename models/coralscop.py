@@ -39,6 +39,9 @@ SAM_VIT_B = dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 
 SAM_TINY = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,))
 IMAGE_SIZE, PATCH_SIZE, PROMPT_DIM = 1024, 16, 256
 CATEGORY_PREFIX = "mask_decoder.cate_"
+# set on the image encoder of a model left with random weights (no checkpoint): a new draw
+# every run, so models/sam_openvino.py keeps its export out of the cache
+RANDOM_WEIGHTS_MARK = "coral_random_weights"
 
 
 class CategoryMaskDecoder(MaskDecoder):
@@ -138,6 +141,11 @@ def build_coralscop(encoder: dict | None = None) -> Sam:
     return sam.eval()
 
 
+def has_random_weights(module: nn.Module) -> bool:
+    """Whether load_coralscop left this image encoder with random weights."""
+    return bool(getattr(module, RANDOM_WEIGHTS_MARK, False))
+
+
 class SamCheckpointError(ValueError):
     """Not a CoralSCoP or SAM checkpoint of the expected architecture."""
 
@@ -155,6 +163,7 @@ def load_coralscop(checkpoint: str | Path | None, encoder: dict | None = None) -
             "No SAM checkpoint given: CoralSCoP runs with RANDOMLY INITIALISED weights. Its "
             "instance proposals are meaningless; use this only to exercise the pipeline."
         )
+        setattr(sam.image_encoder, RANDOM_WEIGHTS_MARK, True)
         return sam, True
     state = safe_load(checkpoint)
     state = state.get("model", state.get("state_dict", state))

@@ -344,12 +344,16 @@ def test_torchscript_export_matches_pytorch(prepared, trained, tmp_path):
     logits = exported(image)
     assert logits.shape == (1, 17, 98, 126)
     # the ONNX file, run by OpenVINO here (the script checked it too), gives the same logits
-    import openvino as ov
+    from openvino_checks import compile_for_test, relative_tolerance
 
     assert "ONNX: " in result.stdout and "in OpenVINO against PyTorch" in result.stdout
-    compiled = ov.Core().compile_model(str(tmp_path / "model.onnx"), "CPU")
+    # in a stated precision: OpenVINO's default is bf16 on CPUs with AMX (0.5 % off here)
+    compiled, precision = compile_for_test(tmp_path / "model.onnx")
     from_onnx = torch.from_numpy(compiled(image.numpy())[0])
-    assert (from_onnx - logits).abs().max() <= 1e-3 * logits.abs().max()
+    # f32: the script's own bound (--tolerance 1e-3; measured 1e-6). bf16: 28 products in
+    # series: patch embedding, 4 blocks x 6 (reef_demo_tiny), the SegFormer head's 3
+    tolerance = relative_tolerance(precision, 1e-3, products=1 + 4 * 6 + 3)
+    assert (from_onnx - logits).abs().max() <= tolerance * logits.abs().max()
     assert not list(tmp_path.glob(".*partial")), "no leftover"
 
 
