@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from dataset.image_io import write_bytes_atomic
-from dataset.output_safety import OutputRefusedError, check_replaceable
+from dataset.output_safety import OutputRefusedError, check_replaceable, clean_leftovers
 from dataset.output_safety import staged_folder as _staged_folder
 
 TOOL = "reef_stats.py"
@@ -24,7 +24,9 @@ OutputExistsError = OutputRefusedError  # the name reef_stats.py catches
 
 
 def check_target(target: Path, overwrite: bool, inputs: Iterable[Path | None] = ()) -> None:
-    """Refuse early, before any work, to write where a user's file could be lost."""
+    """Refuse early, before any work, to write where a user's file could be lost (after
+    putting back an output a killed run was swapping out: it is what would be replaced)."""
+    clean_leftovers(target)
     check_replaceable(target, TOOL, overwrite, inputs)
 
 

@@ -73,6 +73,12 @@ def not_written_by_the_tool(folder: str | Path) -> list[str]:
     )
 
 
+def absolute(path: str | Path) -> Path:
+    """The path made absolute and normalised without following links ('.' and '..' get a
+    name and a parent, so the staging folder lands beside the target, never inside it)."""
+    return Path(os.path.abspath(path))
+
+
 def _nested(a: Path, b: Path) -> bool:
     """a and b are one folder, or one lies inside the other (links resolved)."""
     a, b = a.resolve(), b.resolve()
@@ -108,7 +114,13 @@ def check_replaceable(
     what: str = "--output-dir",
 ) -> None:
     """Refuse, before any work, to write `target` where that could lose a file of the user's."""
-    target = Path(target)
+    target = absolute(target)
+    if target.parent == target:
+        raise OutputRefusedError(f"{what} {target}: not a folder to write into; choose another")
+    if target.is_symlink():
+        raise OutputRefusedError(
+            f"{what} {target} is a link; give the folder it points to, or another {what}"
+        )
     check_not_an_input(target, inputs, what)
     if not target.exists():
         return
@@ -168,7 +180,7 @@ def _kind_of_dead_run(path: Path, target: Path) -> str | None:
 def clean_leftovers(target: str | Path) -> None:
     """Undo what a killed run left beside the target: its half-written folder, and the
     previous output if the run died while swapping it for the new one."""
-    target = Path(target)
+    target = absolute(target)
     if not target.parent.is_dir():
         return
     for path in sorted(target.parent.glob(f".{glob_escape(target.name)}.*")):
@@ -206,7 +218,7 @@ def staged_folder(
 ) -> Iterator[Path]:
     """Yield an empty staging folder; on success it is marked and replaces `target` (checked
     again: another run may have written it meanwhile), on failure it is removed."""
-    target = Path(target)
+    target = absolute(target)
     inputs = list(inputs)
     clean_leftovers(target)
     check_replaceable(target, tool, overwrite, inputs, what)

@@ -58,6 +58,7 @@ from dataset.image_io import (
 )
 from dataset.output_safety import (
     OutputRefusedError,
+    absolute,
     check_replaceable,
     clean_leftovers,
     replace_folder,
@@ -470,7 +471,7 @@ def prepare_dataset(
     left out because their image could not be read (only with skip_missing)."""
     started = time.perf_counter()
     taxonomy = load_taxonomy(settings.taxonomy)
-    target = Path(settings.data_root) / output_name(dataset_name, taxonomy.name)
+    target = absolute(Path(settings.data_root) / output_name(dataset_name, taxonomy.name))
     clean_leftovers(target)
     _check_target(target, overwrite)
     log.info("Loading FiftyOne dataset: %s", dataset_name)

@@ -118,7 +118,7 @@ def claim_pixels(instances: list[Instance], min_area: int) -> list[Instance]:
         x0, y0, x1, y1 = inst.box
         window = np.s_[y0 : y1 + 1, x0 : x1 + 1]
         own = inst.mask[window] & ~claimed[window]
-        if own.sum() < min_area:
+        if own.sum() < max(min_area, 1):  # an instance left with no pixel is none
             continue
         if not np.array_equal(own, inst.mask[window]):
             mask = np.zeros_like(inst.mask)

@@ -59,10 +59,11 @@ def ground_pixel(crs, transform: Affine, width: int, height: int) -> GroundPixel
     col0, row0 = (width - cols) // 2, (height - rows) // 2
     corners = [(col0, row0), (col0 + cols, row0), (col0 + cols, row0 + rows), (col0, row0 + rows)]
     xs, ys = zip(*(transform @ corner for corner in corners), strict=True)
-    if geod is None:  # no ellipsoid: the CRS's unit is all there is
-        if not crs.is_projected:
+    if geod is None:  # no ellipsoid (a local CRS, "Local Coordinates (m)"): its unit
+        unit = crs.axis_info[0] if crs.axis_info else None
+        if unit is None or "degree" in unit.unit_name.lower() or not unit.unit_conversion_factor:
             return None
-        metres = crs.axis_info[0].unit_conversion_factor
+        metres = unit.unit_conversion_factor
         side_x = math.hypot(transform.a, transform.d) * metres
         side_y = math.hypot(transform.b, transform.e) * metres
         return GroundPixel(side_x, side_y, side_x * side_y,

@@ -83,6 +83,13 @@ class MosaicSource:
                 f"{self.path.name}: {dtype} pixels; tiled inference reads 8- or 16-bit images "
                 "(convert, e.g. gdal_translate -ot Byte -scale)"
             )
+        top = 65535 if dtype == "uint16" else 255
+        if nodata is not None and not 0 <= nodata <= top:
+            self.close()
+            raise ImageReadError(
+                f"{self.path.name}: --nodata {nodata} is no {dtype} pixel value (0 to {top}); "
+                "give the collar's value as stored (65535 for white in a 16-bit export)"
+            )
         bits = int(src.tags(1, ns="IMAGE_STRUCTURE").get("NBITS", 16 if dtype == "uint16" else 8))
         self._scale = 255.0 / (2**bits - 1) if dtype == "uint16" else None
         self._colormap = None

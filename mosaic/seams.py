@@ -129,16 +129,20 @@ class SeamMerger:
         shared = tile_box(tile).intersection(tile_box(other))
         if shared.area == 0 or not ids or not other_ids:
             return
-        theirs = [self._pieces[i].geometry.intersection(shared) for i in other_ids]
+        # only areal parts count: a piece that merely touches the shared rectangle's edge
+        # meets it in a line, of area 0, which must not pass "0 >= half of 0"
+        theirs = [polygonal(self._pieces[i].geometry.intersection(shared)) for i in other_ids]
         tree = shapely.STRtree(theirs)
         for i in ids:
             piece = self._pieces[i]
-            mine = piece.geometry.intersection(shared)
-            if mine.is_empty:
+            mine = polygonal(piece.geometry.intersection(shared))
+            if mine.area == 0:
                 continue
             for k in tree.query(mine, predicate="intersects"):
+                if theirs[k].area == 0:
+                    continue
                 common = mine.intersection(theirs[k]).area
-                if common >= self.min_shared * min(mine.area, theirs[k].area):
+                if common > 0 and common >= self.min_shared * min(mine.area, theirs[k].area):
                     self._join(i, other_ids[k])
 
     def finish_row(self, row: int) -> list[Colony]:

@@ -210,3 +210,22 @@ def test_prepare_data_refuses_folders_it_did_not_write(fiftyone, tmp_path):
         assert inside.is_file()
     finally:
         dataset.delete()
+
+
+def test_the_current_folder_as_output_is_written_beside_not_inside(results, tmp_path, monkeypatch):
+    """'--output-dir .' has no name: the staging folder used to land inside the target,
+    and the finished run was refused at the end, its work lost."""
+    out = tmp_path / "stats_here"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    assert _summarize(results / "maps", Path(".")) == 0
+    assert (out / "report.html").is_file() and made_by(out) == "reef_stats.py"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_link_as_output_is_refused(results, tmp_path, capsys):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert _summarize(results / "maps", tmp_path / "link") == 2
+    assert "is a link" in capsys.readouterr().err

@@ -137,3 +137,16 @@ def test_a_mosaic_without_a_georeference_says_why_its_areas_are_in_pixels(tmp_pa
     assert "no georeference" in images["scale_source"].item()
     assert np.isnan(images["valid_area_m2"].item())
     assert "the class map has no georeference" in (stats / "report.html").read_text()
+
+
+def test_a_local_crs_without_an_ellipsoid_uses_its_unit():
+    """Photogrammetry without GPS ("Local Coordinates (m)", scale bars): no ellipsoid to
+    measure on, so the CRS's linear unit is the scale, and the source says so."""
+    from rasterio.crs import CRS as RasterioCRS
+
+    local = RasterioCRS.from_wkt(
+        'LOCAL_CS["Local Coordinates (m)",LOCAL_DATUM["Local Datum",0],'
+        'UNIT["metre",1,AUTHORITY["EPSG","9001"]],AXIS["X",EAST],AXIS["Y",NORTH]]'
+    )
+    pixel = ground_pixel(local, Affine(0.002, 0, 0, 0, -0.002, 0), 100, 100)
+    assert pixel.area_m2 == pytest.approx(4e-6) and "its unit" in pixel.source

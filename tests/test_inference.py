@@ -546,3 +546,16 @@ def test_semantic_segmenter_matches_mmseg_inference_on_the_same_image(random_sem
     torch.testing.assert_close(probs, expected.seg_logits.data.softmax(0), rtol=1e-4, atol=1e-5)
     swapped = segmenter.predict_probs(np.ascontiguousarray(rgb[..., ::-1]))
     assert not torch.allclose(swapped, probs, atol=1e-3)
+
+
+def test_min_area_zero_never_keeps_an_instance_without_pixels():
+    """A small mask inside a large, more confident one (IoU under the NMS threshold) is
+    left with no pixel once the large one has claimed its own; it is dropped, not kept
+    empty (an empty mask has no box)."""
+    probs = torch.zeros(2, 40, 40)
+    probs[1] = 0.9
+    probs[1, 10:14, 10:14] = 0.6
+    probs[0] = 1 - probs[1]
+    sam = torch.stack([mask(0, 40, 0, 40), mask(10, 14, 10, 14)])
+    instances = fuse(probs, sam, FusionSettings(min_threshold=0.0, nms_threshold=0.5, min_area=0))
+    assert [i.area for i in instances] == [1600]

@@ -616,3 +616,25 @@ def test_colonies_saved_again_in_another_layout_read_the_same(tmp_path):
     assert len(streamed) == len(again) == len(collection["features"]) >= 1
     for a, b in zip(streamed, again, strict=True):
         assert (a.id, a.box) == (b.id, b.box) and np.array_equal(a.mask, b.mask)
+
+
+def test_pieces_that_only_touch_the_shared_strip_are_not_merged():
+    """A piece ending exactly where the strip two tiles share begins meets it in a line
+    (area 0); '0 >= half of 0' used to merge it with the neighbour's piece across classes."""
+    from shapely.geometry import box
+
+    tiles = grid(100, 260, 128, 32)[0]  # columns 0-127 and 96-223: strip 96-127
+    merger = SeamMerger(unsure_threshold=0.2)
+    merger.add(tiles[0], [Piece(tiles[0].key, 1, 0.9, "sam", box(60, 0, 96, 20))])
+    merger.add(tiles[1], [Piece(tiles[1].key, 2, 0.9, "sam", box(128, 0, 150, 20))])
+    colonies = sorted(merger.finish(), key=lambda c: c.label)
+    assert [(c.label, c.area_px) for c in colonies] == [(1, 36 * 20), (2, 22 * 20)]
+
+
+def test_a_nodata_value_outside_the_pixel_type_is_refused(tmp_path):
+    from dataset.image_io import ImageReadError
+    from mosaic.raster import MosaicSource
+
+    path = write_mosaic(tmp_path / "ortho.tif", [_quadrat(64)], 64, 64)
+    with pytest.raises(ImageReadError, match="--nodata 65535 is no uint8 pixel value"):
+        MosaicSource(path, nodata=65535)
