@@ -6,6 +6,12 @@
 
 The batch command (inference_with_coralscop.py) and the CVAT function
 (nuclio/main.py) both use these classes; nothing here reads the command line.
+
+Precision: GPUs run both stages under bf16 autocast where they support it. CPUs run f32
+unless bf16 is asked for (cpu_precision, or CORAL_CPU_PRECISION; models/cpu_precision.py),
+and only where the CPU has native bf16: then the semantic model runs under CPU bf16
+autocast and SAM's image encoder in bf16 (OpenVINO's, or PyTorch's under autocast).
+Probabilities, prompt decoding and fusion stay f32 everywhere.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import numpy as np
 import torch
 
 import models  # noqa: F401  (registers DINOv2 & co. and the mmcv.ops stand-in before mmseg)
-from models.coralscop import load_coralscop
+from models.coralscop import Bf16ImageEncoder, load_coralscop
+from models.cpu_precision import choose_cpu_precision
 from models.fusion import FusionSettings, Instance, fuse
 from models.mask_generator import CoralMaskGenerator, GeneratorSettings, Proposals
 from models.safe_checkpoint import safe_load
@@ -34,6 +41,17 @@ def default_device() -> str:
 
 def _bf16_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _wants_bf16(device: torch.device, bf16: bool | None) -> bool:
+    """Whether a stage on `device` runs in bf16. None: where the GPU supports it; on a CPU,
+    as CORAL_CPU_PRECISION says (default f32). On a CPU, bf16 only where it is native (else
+    f32, with a warning from choose_cpu_precision)."""
+    if device.type != "cpu":
+        return _bf16_supported(device) if bf16 is None else bf16
+    if bf16 is False:
+        return False
+    return choose_cpu_precision(None if bf16 is None else "bf16").used == "bf16"
 
 
 def _autocast(device: torch.device, enabled: bool | None = None):
@@ -53,7 +71,8 @@ def _test_scale(cfg) -> tuple[int, int] | None:
 class SemanticSegmenter:
     """An MMSegmentation model from a config and a checkpoint (loaded with weights_only=True).
 
-    bf16: run the model under bf16 autocast (default: where the GPU supports it).
+    bf16: run the model under bf16 autocast (default: where the GPU supports it; on a CPU,
+    CORAL_CPU_PRECISION, f32 unless it says bf16); on a CPU only where bf16 is native.
     """
 
     def __init__(
@@ -68,7 +87,7 @@ class SemanticSegmenter:
         cfg = Config.fromfile(config, import_custom_modules=False)
         init_default_scope("mmseg")
         self.device = torch.device(device or default_device())
-        self.bf16 = _bf16_supported(self.device) if bf16 is None else bf16
+        self.bf16 = _wants_bf16(self.device, bf16)
         self.model = MODELS.build(cfg.model)
         state = safe_load(checkpoint)
         weights = state.get("state_dict", state)
@@ -121,6 +140,9 @@ class CoralSCoPSegmenter:
     encoder_runtime: the image encoder's runtime, 'auto' (OpenVINO on a CPU where it is
     installed, PyTorch otherwise), 'openvino' or 'torch'; None reads
     CORAL_SAM_ENCODER_RUNTIME (models/sam_openvino.py). On a GPU nothing changes.
+    bf16: as SemanticSegmenter's. On a GPU the whole generator runs under bf16 autocast; on
+    a CPU only the image encoder runs in bf16 (OpenVINO compiled for bf16, or PyTorch under
+    CPU autocast), prompt decoding stays f32.
     """
 
     def __init__(
@@ -130,16 +152,24 @@ class CoralSCoPSegmenter:
         settings: GeneratorSettings | None = None,
         encoder: dict | None = None,
         encoder_runtime: str | None = None,
+        bf16: bool | None = None,
     ) -> None:
         self.device = torch.device(device or default_device())
+        self.bf16 = _wants_bf16(self.device, bf16)
+        on_cpu = self.device.type == "cpu"
         sam, use_category = load_coralscop(checkpoint, encoder)
         self.encoder_runtime = choose_runtime(encoder_runtime, self.device)
         if self.encoder_runtime == "openvino":
-            sam.image_encoder = compile_image_encoder(sam.image_encoder)
+            precision = "bf16" if self.bf16 else "f32"
+            sam.image_encoder = compile_image_encoder(sam.image_encoder, precision=precision)
+        elif self.bf16 and on_cpu:
+            sam.image_encoder = Bf16ImageEncoder(sam.image_encoder)
+        # a CPU decodes prompts in f32 whatever the encoder's precision, as with OpenVINO
+        self._generator_bf16 = self.bf16 and not on_cpu
         self.generator = CoralMaskGenerator(sam.to(self.device), use_category, settings)
 
     def propose(self, image_rgb: np.ndarray) -> Proposals:
-        with _autocast(self.device):
+        with _autocast(self.device, self._generator_bf16):
             return self.generator.generate(image_rgb)
 
     def segment_instances(
@@ -194,10 +224,22 @@ class TwoStageInferencer:
         fusion: FusionSettings | None = None,
         generator: GeneratorSettings | None = None,
         sam_encoder: dict | None = None,
+        cpu_precision: str | None = None,
     ) -> None:
-        device = device or default_device()
-        self.semantic = SemanticSegmenter(segformer_config, segformer_weights, device)
-        self.instances = CoralSCoPSegmenter(sam_checkpoint, device, generator, sam_encoder)
+        """cpu_precision: 'f32' or 'bf16' for both stages on a CPU (None: CORAL_CPU_PRECISION,
+        default f32); bf16 where the CPU lacks it runs f32 with a warning. GPUs ignore it."""
+        device = torch.device(device or default_device())
+        bf16, self.cpu_precision = None, None  # a GPU's default
+        if device.type == "cpu":
+            # decided once here: one warning, and both stages in the same precision
+            self.cpu_precision = choose_cpu_precision(cpu_precision, "cpu_precision")
+            bf16 = self.cpu_precision.used == "bf16"
+            log.info("CPU precision: %s (semantic model and SAM image encoder)",
+                     self.cpu_precision.used)  # fmt: skip
+        self.semantic = SemanticSegmenter(segformer_config, segformer_weights, str(device), bf16)
+        self.instances = CoralSCoPSegmenter(
+            sam_checkpoint, str(device), generator, sam_encoder, bf16=bf16
+        )
         self.fusion = fusion or FusionSettings()
         self.classes, self.palette = self.semantic.classes, self.semantic.palette
 

@@ -31,6 +31,7 @@ from dataset.inference_outputs import (
 from dataset.sharding import partition, pixel_count
 from engine.distributed import Processes
 from inferencer import TwoStageInferencer
+from models.cpu_precision import requested_precision
 from models.fusion import FusionSettings
 from models.mask_generator import GeneratorSettings
 from mosaic.batch import infer_large_image
@@ -168,6 +169,10 @@ def _settings(args: argparse.Namespace) -> tuple[GeneratorSettings, FusionSettin
         "generator": vars(generator),
         "fusion": vars(fusion),
     }
+    # bf16 changes the numbers a little: a bf16 run does not resume an f32 one's folder.
+    # Recorded only when asked for, so that f32 runs resume the folders of earlier versions.
+    if requested_precision(args.cpu_precision, "--cpu-precision") == "bf16":
+        run_info["cpu_precision"] = "bf16"
     return generator, fusion, run_info
 
 
@@ -233,6 +238,7 @@ def _run(args, scan, pending: list[Path], out: OutputFolder, generator: Generato
             device,
             fusion,
             generator,
+            cpu_precision=args.cpu_precision,
         )
         classes = inferencer.classes
         if processes.is_main:

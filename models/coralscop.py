@@ -146,6 +146,22 @@ def has_random_weights(module: nn.Module) -> bool:
     return bool(getattr(module, RANDOM_WEIGHTS_MARK, False))
 
 
+class Bf16ImageEncoder(nn.Module):
+    """SAM's PyTorch image encoder under CPU bf16 autocast (the setting of
+    models/cpu_precision.py), its embedding handed on in f32: as with OpenVINO's bf16
+    encoder, only the encoder's matrix products round to bf16; prompt decoding, its
+    thresholds and the masks stay f32."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.img_size = encoder.img_size  # Sam.preprocess pads to it
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.encoder(image).float()
+
+
 class SamCheckpointError(ValueError):
     """Not a CoralSCoP or SAM checkpoint of the expected architecture."""
 

@@ -60,6 +60,9 @@ class GeneratorSettings:
     crop_n_points_downscale_factor: int = 2
     min_mask_region_area: int = 100
     multimask_output: bool = False
+    # CoralSCoP keeps an output its category head calls coral: the argmax of (background,
+    # coral), i.e. a coral probability over 0.5
+    coral_thresh: float = 0.5
 
 
 @dataclass
@@ -203,18 +206,18 @@ class CoralMaskGenerator:
         if self.staged:
             decoded = decode_prompts(
                 self.sam, self.predictor.features, points, s.multimask_output,
-                s.pred_iou_thresh, self.use_category,
+                s.pred_iou_thresh, self.use_category, s.coral_thresh,
             )  # fmt: skip
             return decoded.low_res, decoded.iou, decoded.coral
         low_res, iou, coral = self._decode(points)
         # like segment-anything, a threshold of 0 turns its filter off
         keep = (
             iou > s.pred_iou_thresh
-            if s.pred_iou_thresh > 0
+            if s.pred_iou_thresh != 0
             else torch.ones_like(iou, dtype=torch.bool)
         )
         if self.use_category:
-            keep &= coral > 0.5  # argmax of (background, coral) is coral
+            keep &= coral > s.coral_thresh
         return low_res[keep], iou[keep], coral[keep]
 
     def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int) -> Proposals:

@@ -124,18 +124,12 @@ class Decoded:
     coral: Tensor  # (K,) 1.0 without a category head
 
 
-def decode_prompts(
-    sam: Sam,
-    features: Tensor,
-    points: Tensor,
-    multimask_output: bool,
-    iou_threshold: float,
-    use_category: bool,
-) -> Decoded:
-    """Decode single positive point prompts (B, 2), in input-frame pixels, on one image's
-    embedding (1, C, H, W); keep outputs with IoU prediction > iou_threshold (0 keeps
-    all) and, with the category head, coral > 0.5. Same outputs as the generator's
-    batched path for the kept ones (SamPredictor-style prompting, pad point included)."""
+def prompt_scores(
+    sam: Sam, features: Tensor, points: Tensor, multimask_output: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The two-way transformer's queries and keys, and the IoU predictions (B, k), of single
+    positive point prompts (B, 2) on one image's embedding: what every filter needs
+    before any mask is upscaled."""
     decoder = sam.mask_decoder
     labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
     sparse, dense = sam.prompt_encoder(points=(points[:, None, :], labels), boxes=None, masks=None)
@@ -144,16 +138,45 @@ def decode_prompts(
     # without a mask prompt the dense embedding is the same for every prompt
     image = features + dense[:1]
     queries, keys = two_way(decoder.transformer, image, sam.prompt_encoder.get_dense_pe(), tokens)
-    chosen = slice(1, None) if multimask_output else slice(0, 1)
-    outputs = range(decoder.num_mask_tokens)[chosen]
-    iou = decoder.iou_prediction_head(queries[:, 0])[:, chosen]  # (B, k)
-    keep = iou > iou_threshold if iou_threshold > 0 else torch.ones_like(iou, dtype=torch.bool)
+    iou = decoder.iou_prediction_head(queries[:, 0])[:, _chosen(multimask_output)]
+    return queries, keys, iou
+
+
+def coral_probability(sam: Sam, queries: Tensor, keys: Tensor, multimask_output: bool) -> Tensor:
+    """CoralSCoP's category head: the probability that each output is coral, (B, k)."""
+    category = sam.mask_decoder.category_logits(queries, keys)[:, _chosen(multimask_output)]
+    return category.float().softmax(-1)[..., 1]
+
+
+def _chosen(multimask_output: bool) -> slice:
+    return slice(1, None) if multimask_output else slice(0, 1)
+
+
+def decode_prompts(
+    sam: Sam,
+    features: Tensor,
+    points: Tensor,
+    multimask_output: bool,
+    iou_threshold: float,
+    use_category: bool,
+    coral_threshold: float = 0.5,
+) -> Decoded:
+    """Decode single positive point prompts (B, 2), in input-frame pixels, on one image's
+    embedding (1, C, H, W); keep outputs with IoU prediction > iou_threshold (0 keeps
+    all) and, with the category head, coral probability > coral_threshold (0.5: the
+    argmax of background and coral, CoralSCoP's rule). Same outputs as the generator's
+    batched path for the kept ones (SamPredictor-style prompting, pad point included)."""
+    decoder = sam.mask_decoder
+    queries, keys, iou = prompt_scores(sam, features, points, multimask_output)
+    outputs = range(decoder.num_mask_tokens)[_chosen(multimask_output)]
+    # 0 turns the filter off, as in segment-anything (random weights predict negative IoUs:
+    # a benchmark may set a negative threshold)
+    keep = iou > iou_threshold if iou_threshold != 0 else torch.ones_like(iou, dtype=torch.bool)
     coral = torch.ones_like(iou)
     prompts = torch.nonzero(keep.any(1)).flatten()
     if use_category and len(prompts):
-        category = decoder.category_logits(queries[prompts], keys[prompts])[:, chosen]
-        coral[prompts] = category.float().softmax(-1)[..., 1]
-        keep &= coral > 0.5  # argmax of (background, coral) is coral
+        coral[prompts] = coral_probability(sam, queries[prompts], keys[prompts], multimask_output)
+        keep &= coral > coral_threshold
         prompts = torch.nonzero(keep.any(1)).flatten()
     if not len(prompts):
         empty = iou.new_zeros(0)

@@ -17,7 +17,9 @@ only filled the user's home (358 MB a run).
 
 The precision is stated, never left to OpenVINO: its CPU default is bf16 on CPUs with
 AMX or avx512_bf16, f32 elsewhere, so the same call would give different embeddings on
-different machines. f32 unless bf16 is asked for.
+different machines. f32 unless bf16 is asked for (CORAL_CPU_PRECISION or --cpu-precision,
+models/cpu_precision.py), and bf16 only where the CPU has it natively: elsewhere OpenVINO
+emulates it or, with oneDNN limited below it, fails to compile; f32 then, with a warning.
 
 Without OpenVINO, or on a GPU, the PyTorch encoder runs as before.
 """
@@ -290,16 +292,19 @@ def compile_image_encoder(
 ) -> OpenVINOImageEncoder:
     """The encoder compiled by OpenVINO for the CPU on `threads` threads (default: torch's).
 
-    precision: 'f32' (default on every CPU) or 'bf16' (faster where the CPU has bf16).
+    precision: 'f32' (default on every CPU) or 'bf16' (faster where the CPU has bf16;
+    elsewhere f32, with a warning).
     cache: keep the OpenVINO model under cache_dir (default: CORAL_CACHE_DIR), keyed by
     the weights' hash; None caches unless the weights are random (no SAM checkpoint:
     models/coralscop.py marks them), which are exported to a temporary folder instead."""
     import openvino as ov
 
     from .coralscop import has_random_weights
+    from .cpu_precision import choose_cpu_precision
 
     if precision not in PRECISIONS:
         raise ValueError(f"OpenVINO precision {precision!r}: use one of {PRECISIONS}")
+    precision = choose_cpu_precision(precision, "precision").used
     threads = threads or torch.get_num_threads()
     cache = not has_random_weights(encoder) if cache is None else cache
     core = ov.Core()

@@ -19,6 +19,11 @@ A bundle made with `deploy_as_zip.sh --semantic-only` has no SAM weights and set
 CORAL_SEMANTIC_ONLY=1 in function.yaml: each connected region of a genus in the
 semantic map is then one instance. Any other bundle without vit_b_coralscop.pth
 refuses to start rather than serve masks from untrained SAM weights.
+
+On a CPU, CORAL_CPU_PRECISION (function.yaml's env) is f32 by default; bf16 runs the
+semantic model and SAM's image encoder in bf16 where the CPU has it natively (AVX512_BF16
+or AMX), else the log warns and the function runs f32 (models/cpu_precision.py). GPUs run
+bf16 where they support it, whatever it says.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from dataset.image_io import ImageReadError, read_rgb  # noqa: E402  (the bundle
 
 if TYPE_CHECKING:
     from inferencer import InferenceResult
+    from models.cpu_precision import CpuPrecision
 
 SEGFORMER_WEIGHTS = FUNCTION_DIR / "best_segformer.pth"
 SEGFORMER_CONFIG = FUNCTION_DIR / "best_segformer_config.py"
@@ -90,11 +96,11 @@ class SemanticRegions:
     """The semantic model alone: the fusion rule with no SAM proposal, so each connected
     region of a genus becomes one instance (models/fusion.py, step 4)."""
 
-    def __init__(self, config: str, weights: str, device: str) -> None:
+    def __init__(self, config: str, weights: str, device: str, bf16: bool | None = None) -> None:
         from inferencer import SemanticSegmenter
         from models.fusion import FusionSettings
 
-        self.semantic = SemanticSegmenter(config, weights, device)
+        self.semantic = SemanticSegmenter(config, weights, device, bf16)
         self.classes = self.semantic.classes
         self.fusion = FusionSettings()
 
@@ -145,6 +151,15 @@ def cores_given() -> int:
     return max(1, cores or 1)
 
 
+def cpu_precision() -> CpuPrecision:
+    """CORAL_CPU_PRECISION from the function's env, checked against this CPU (f32 with a
+    reason where bf16 is asked for and the CPU lacks it); a value other than f32 or bf16
+    is a ValueError that names the variable."""
+    from models.cpu_precision import choose_cpu_precision
+
+    return choose_cpu_precision()
+
+
 def init_context(context) -> None:
     import torch
 
@@ -154,17 +169,29 @@ def init_context(context) -> None:
     except FileNotFoundError as exc:
         context.logger.error(f"The function cannot start: {exc}")
         raise
+    from models.cpu_precision import requested_precision
+
+    try:
+        requested_precision()  # a wrong value stops the function on any device, GPUs too
+    except ValueError as exc:
+        context.logger.error(f"The function cannot start: {exc}")
+        raise
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    bf16 = None  # a GPU's default: bf16 where it is supported
     if device == "cpu":
         # one thread per core the function is given; more threads than cores only contend
         torch.set_num_threads(cores_given())
-        context.logger.info(f"CPU: {torch.get_num_threads()} threads")
+        precision = cpu_precision()
+        if precision.reason:
+            context.logger.warn(f"CORAL_CPU_PRECISION: {precision.reason}")
+        bf16 = precision.used == "bf16"
+        context.logger.info(f"CPU: {torch.get_num_threads()} threads, {precision.used}")
     if semantic_only:
         context.logger.info(
             f"Loading the semantic model on {device}; {SEMANTIC_ONLY_VARIABLE}=1: no SAM, "
             "each genus region is an instance"
         )
-        model = SemanticRegions(str(SEGFORMER_CONFIG), str(SEGFORMER_WEIGHTS), device)
+        model = SemanticRegions(str(SEGFORMER_CONFIG), str(SEGFORMER_WEIGHTS), device, bf16)
     else:
         from inferencer import TwoStageInferencer
 
@@ -175,7 +202,8 @@ def init_context(context) -> None:
             f"predicted-IoU threshold {generator.pred_iou_thresh}"
         )
         model = TwoStageInferencer(str(SEGFORMER_CONFIG), str(SEGFORMER_WEIGHTS),
-                                   str(SAM_WEIGHTS), device, generator=generator)  # fmt: skip
+                                   str(SAM_WEIGHTS), device, generator=generator,
+                                   cpu_precision="bf16" if bf16 else "f32")  # fmt: skip
     context.user_data.model = model
     runtime = getattr(getattr(model, "instances", None), "encoder_runtime", None)
     encoder = f"; SAM image encoder on {runtime}" if runtime else ""

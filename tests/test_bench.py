@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # a tiny random SAM on one crop, every mask through (random weights make no confident
@@ -255,27 +256,49 @@ def test_shard_bench_smallest_setting(capsys):
 
 def test_function_cpu_bench_smallest_setting(tmp_path):
     """Both paths through the packaged function's handler (CoralSCoP-shaped ViT-B, random
-    weights, one encoder pass each), every mask through: same answers."""
+    weights, one encoder pass each) at a set count of kept proposals: the count each run
+    really kept, and the same SAM items from both paths."""
     import json
     import subprocess
 
     out = tmp_path / "function.json"
     run = subprocess.run(
         [sys.executable, "bench/function_cpu_bench.py", "--size", "128", "--points", "2",
-         "--crop-layers", "0", "--pred-iou-thresh", "0", "--stability-thresh", "0",
-         "--out", str(out)],
+         "--crop-layers", "0", "--kept", "0,3", "--out", str(out)],
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
-    runs = {r["path"]: r for r in report["runs"]}
-    assert runs["pytorch"]["encoder_runtime"] == "torch" and not runs["pytorch"]["staged_decoding"]
-    assert runs["fast"]["encoder_runtime"] == "openvino" and runs["fast"]["staged_decoding"]
-    assert all(r["handler_s"] > 0 and r["peak_rss_mib"] > 0 for r in runs.values())
-    answers = report["answers"]
-    assert answers["reference_items"] == answers["other_items"] > 0
-    assert answers["same_label"] == answers["reference_items"]
-    assert answers["min_iou"] >= 0.99
+    assert report["prompts"] == 4
+    rows = {(r["asked"], r["path"]): r for r in report["rows"]}
+    assert rows[0, "pytorch"]["encoder_runtime"] == "torch"
+    assert not rows[0, "pytorch"]["staged_decoding"]
+    assert rows[0, "fast"]["encoder_runtime"] == "openvino" and rows[0, "fast"]["staged_decoding"]
+    assert all(r["handler_s"] > 0 and r["peak_rss_mib"] > 0 for r in rows.values())
+    assert rows[0, "pytorch"]["kept"] == rows[0, "fast"]["kept"] == 0
+    assert rows[0, "fast"]["items_sam"] == 0, "nothing kept, no SAM item"
+    assert rows[3, "pytorch"]["kept"] == rows[3, "fast"]["kept"] == 3
+    same = rows[3, "fast"]["same_sam_items"]
+    assert same["reference_items"] == same["other_items"] == rows[3, "fast"]["items_sam"]
+    if same["reference_items"]:
+        assert same["same_label"] == same["reference_items"] and same["min_iou"] >= 0.99
+
+
+def test_kept_thresholds_sit_between_the_models_scores():
+    from function_cpu_bench import thresholds_for
+
+    rng = np.random.default_rng(0)
+    scores = {"iou": rng.normal(-0.2, 0.3, 2048).tolist(), "coral": rng.random(2048).tolist()}
+    iou = np.asarray(scores["iou"])
+    coral = np.asarray(scores["coral"])
+    for kept in (1, 100, 300, 1000):
+        threshold, cut = thresholds_for(scores, kept)
+        passing = iou > threshold
+        assert abs(int(passing.sum()) - kept) <= kept // 100
+        assert np.abs(iou - threshold).min() > 0, "never on a prediction"
+        assert (coral[passing] > cut).all(), "every prompt above the IoU threshold is coral"
+    threshold, _ = thresholds_for(scores, 0)
+    assert not (iou > threshold).any() and threshold != 0
 
 
 def test_function_bench_matches_answers_by_iou():

@@ -63,6 +63,8 @@ def served(tmp_path_factory, random_semantic_checkpoint):
     """The function with the demo model and a tiny CoralSCoP whose filters keep every
     proposal (so SAM's masks, not only the semantic regions, reach the answer), plus the
     labels a user pastes into CVAT (cvat_labels.json as the packager writes it)."""
+    import torch
+
     from inferencer import TwoStageInferencer
     from models.coralscop import SAM_TINY
     from models.mask_generator import GeneratorSettings
@@ -72,6 +74,9 @@ def served(tmp_path_factory, random_semantic_checkpoint):
         patch.setenv("CORAL_SEMANTIC_ONLY", "1")
         function = Function(folder)
         context = function.start()
+    # the tiny SAM's random weights come from torch's generator: seeded, so that what it
+    # proposes does not depend on which tests ran before in this process
+    torch.manual_seed(0)
     model = TwoStageInferencer(
         str(CONFIG), str(random_semantic_checkpoint), None, "cpu",
         generator=GeneratorSettings(**LIGHT), sam_encoder=SAM_TINY,
