@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 
 from analysis.compare import CompareOptions, run_compare
-from analysis.output import OutputExistsError
 from analysis.quadrat import Quadrat, parse_polygon
 from analysis.scale import ScaleError, ScaleSpec, parse_quadrat_size
 from analysis.sources import SourceError
 from analysis.summary import SummaryOptions, run_summary
+from dataset.output_safety import OutputRefusedError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
         return summarize(args) if args.command == "summarize" else compare(args)
-    except (SourceError, ScaleError, OutputExistsError) as exc:
+    except (SourceError, ScaleError, OutputRefusedError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from dataset.image_io import write_bytes_atomic
-from dataset.output_safety import OutputRefusedError, check_replaceable, clean_leftovers
+from dataset.output_safety import check_replaceable, clean_leftovers
 from dataset.output_safety import staged_folder as _staged_folder
 
 TOOL = "reef_stats.py"
-OutputExistsError = OutputRefusedError  # the name reef_stats.py catches
 
 
 def check_target(target: Path, overwrite: bool, inputs: Iterable[Path | None] = ()) -> None:

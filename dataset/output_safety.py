@@ -155,7 +155,7 @@ def check_replaceable(
         )
 
 
-def temporary_prefix(target: Path, kind: str) -> str:
+def _temporary_prefix(target: Path, kind: str) -> str:
     """Names of the temporary folders beside the target say whose they are, so that a
     later run can tell those of a killed run from those of a run still going."""
     return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
@@ -193,7 +193,7 @@ def clean_leftovers(target: str | Path) -> None:
             log.info("Removed %s, left by an interrupted run", path)
 
 
-def replace_folder(staging: Path, target: Path) -> None:
+def _replace_folder(staging: Path, target: Path) -> None:
     """Move the finished folder into place; the old one goes only once the new one is there.
 
     A run killed between the two renames leaves the old output as `.<name>.old-...`, which
@@ -202,7 +202,7 @@ def replace_folder(staging: Path, target: Path) -> None:
     if not target.exists():
         staging.rename(target)
         return
-    retired = Path(tempfile.mkdtemp(prefix=temporary_prefix(target, "old"), dir=target.parent))
+    retired = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target, "old"), dir=target.parent))
     target.replace(retired)  # onto the empty folder just made
     staging.rename(target)
     retired.rename(staging)
@@ -223,11 +223,11 @@ def staged_folder(
     clean_leftovers(target)
     check_replaceable(target, tool, overwrite, inputs, what)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(target, "partial"), dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target, "partial"), dir=target.parent))
     try:
         yield staging
         write_marker(staging, tool)
         check_replaceable(target, tool, overwrite, inputs, what)
-        replace_folder(staging, target)
+        _replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

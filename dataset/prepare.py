@@ -29,8 +29,6 @@ import logging
 import multiprocessing
 import os
 import pprint
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -61,9 +59,8 @@ from dataset.output_safety import (
     absolute,
     check_replaceable,
     clean_leftovers,
-    replace_folder,
-    temporary_prefix,
-    write_marker,
+    input_inside,
+    staged_folder,
 )
 from dataset.rasterize import Shape, outside_image, rasterize
 from dataset.taxonomy import Taxonomy, load_taxonomy
@@ -75,6 +72,7 @@ MIN_CLASS_WEIGHT = 0.1
 JPEG_QUALITY = 95
 
 TOOL = "prepare_data.py"
+WHAT = "prepared dataset folder"  # how refusals name the target
 log = logging.getLogger("prepare_data")
 
 
@@ -483,26 +481,21 @@ def prepare_dataset(
         raise PrepareError(f"Dataset {dataset_name!r} has no sample to prepare.")
     _check_target(target, overwrite, (job.filepath for job in jobs))
     log.info("Converting polylines to semantic masks (%s taxonomy)...", taxonomy.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
     workers = settings.num_workers or os.cpu_count() or 1
-    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(target, "partial"), dir=target.parent))
     try:
-        for kind in ("images", "annotations"):
-            for split in SPLITS:
-                (staging / kind / split).mkdir(parents=True)
-        try:
+        with staged_folder(target, TOOL, overwrite, what=WHAT) as staging:
+            for kind in ("images", "annotations"):
+                for split in SPLITS:
+                    (staging / kind / split).mkdir(parents=True)
             results, skipped = _run_jobs(jobs, staging, settings, line_width, workers, skip_missing)
             write_metadata(staging, dataset_name, taxonomy, settings, results)
-            write_marker(staging, TOOL)
-        except OSError as exc:  # ImageWriteError included: a full disk, a lost mount
-            raise PrepareError(
-                f"Could not write the prepared dataset: {exc}. Nothing was changed at {target}; "
-                f"free space in {target.parent} or pass another --data-root."
-            ) from None
-        _check_target(target, overwrite)  # another run may have written it meanwhile
-        replace_folder(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    except OutputRefusedError as exc:  # another run wrote the folder meanwhile
+        raise PrepareError(str(exc)) from None
+    except OSError as exc:  # ImageWriteError included: a full disk, a lost mount
+        raise PrepareError(
+            f"Could not write the prepared dataset: {exc}. Nothing was changed at {target}; "
+            f"free space in {target.parent} or pass another --data-root."
+        ) from None
     elapsed = time.perf_counter() - started
     log.info("Dataset prepared at: %s (%d samples in %.1f s)", target, len(results), elapsed)
     if skipped:
@@ -531,10 +524,10 @@ def _check_target(target: Path, overwrite: bool, sources: Iterable[str] = ()) ->
     """The output-folder rule (dataset/output_safety.py), as a PrepareError; `sources`:
     the samples' image files, none of which may lie in the folder to be replaced."""
     try:
-        check_replaceable(target, TOOL, overwrite, what="prepared dataset folder")
+        check_replaceable(target, TOOL, overwrite, what=WHAT)
     except OutputRefusedError as exc:
         raise PrepareError(str(exc)) from None
-    inside = next((f for f in sources if Path(f).resolve().is_relative_to(target.resolve())), None)
+    inside = input_inside(target, sources)
     if inside is not None:
         raise PrepareError(
             f"the image {inside} lies inside {target}, the folder this run writes; move the "
