@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import fire  # noqa: E402
 import numpy as np  # noqa: E402
+from mask_matching import one_to_one  # noqa: E402
 
 CONFIGS = {
     "tiny": ROOT / "configs" / "reef_demo_tiny.py",
@@ -146,29 +147,12 @@ def _run_child(precision: str, spec_file: Path, env: dict) -> dict:
     return json.loads(records[-1])
 
 
-def mask_ious(first: np.ndarray, second: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
-    """(len(first), len(second)) IoU of two stacks of boolean masks (N, H, W); pixel chunks
-    keep the float copies small (64 masks of a 1920 px quadrat are 0.9 GB in float)."""
-    a, b = first.reshape(len(first), -1), second.reshape(len(second), -1)
-    inter = np.zeros((len(a), len(b)))
-    for start in range(0, a.shape[1], chunk):
-        inter += a[:, start : start + chunk].astype(np.float32) @ (
-            b[:, start : start + chunk].astype(np.float32).T
-        )
-    union = a.sum(1)[:, None] + b.sum(1)[None] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def match_masks(reference: np.ndarray, other: np.ndarray) -> dict:
     """Proposals matched one to one by mask IoU (Hungarian): counts and the IoU of pairs."""
-    from scipy.optimize import linear_sum_assignment
-
     result = {"f32": len(reference), "bf16": len(other)}
     if not len(reference) or not len(other):
         return dict(result, matched=0)
-    ious = mask_ious(reference, other)
-    rows, cols = linear_sum_assignment(-ious)
-    paired = ious[rows, cols]
+    _, _, paired = one_to_one(reference, other)
     paired = paired[paired > 0]  # a pair that shares no pixel is no match
     if not len(paired):
         return dict(result, matched=0)

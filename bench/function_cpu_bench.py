@@ -50,10 +50,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import cv2  # noqa: E402
 import fire  # noqa: E402
 import numpy as np  # noqa: E402
+from mask_matching import one_to_one  # noqa: E402
 
 PATHS = ("pytorch", "fast")
 TINY_CONFIG = ROOT / "configs" / "reef_demo_tiny.py"
@@ -258,20 +260,12 @@ def decode_items(items: list[dict], height: int, width: int) -> list[tuple[str, 
 
 def compare_answers(reference: list[dict], other: list[dict], size: int) -> dict:
     """Instances of `other` matched one to one to `reference` by IoU (Hungarian)."""
-    from scipy.optimize import linear_sum_assignment
-
     a = decode_items(reference, size, size)
     b = decode_items(other, size, size)
     result = {"reference_items": len(a), "other_items": len(b)}
     if not a or not b:
         return {**result, "matched": 0, "mean_iou": None, "same_label": 0}
-    flat_a = np.stack([m.reshape(-1) for _, m in a]).astype(np.float32)
-    flat_b = np.stack([m.reshape(-1) for _, m in b]).astype(np.float32)
-    inter = flat_a @ flat_b.T
-    union = flat_a.sum(1)[:, None] + flat_b.sum(1)[None, :] - inter
-    iou = inter / np.maximum(union, 1)
-    rows, cols = linear_sum_assignment(-iou)
-    matched = iou[rows, cols]
+    rows, cols, matched = one_to_one(np.stack([m for _, m in a]), np.stack([m for _, m in b]))
     return {
         **result,
         "matched_iou_ge_0.9": int((matched >= 0.9).sum()),
