@@ -119,21 +119,22 @@ class MosaicImage:
         self.src.close()
         self._env.__exit__(None, None, None)
 
-    def _windows(self, top: int = 0, left: int = 0, bottom=None, right=None) -> Iterator[tuple]:
-        """(row0, col0, block) over a region, WINDOW rows and columns at a time."""
+    def _windows(self, top: int = 0, left: int = 0, bottom=None, right=None) -> Iterator[Window]:
+        """The windows over a region, WINDOW rows and columns at a time."""
         bottom = self.shape[0] if bottom is None else bottom
         right = self.shape[1] if right is None else right
         for row0 in range(top, bottom, WINDOW):
-            rows = min(WINDOW, bottom - row0)
             for col0 in range(left, right, WINDOW):
-                cols = min(WINDOW, right - col0)
-                yield row0, col0, self.src.read(1, window=Window(col0, row0, cols, rows))
+                yield Window(col0, row0, min(WINDOW, right - col0), min(WINDOW, bottom - row0))
+
+    def _read(self, window: Window) -> np.ndarray:
+        return self.src.read(1, window=window)
 
     def class_pixels(self, num_classes: int) -> tuple[np.ndarray, int]:
         """Pixels of each class (index order) and the counted total, window by window."""
         counts = np.zeros(num_classes, np.int64)
-        for _, _, block in self._windows():
-            found = np.bincount(block.ravel(), minlength=256)
+        for window in self._windows():
+            found = np.bincount(self._read(window).ravel(), minlength=256)
             counts += found[:num_classes]
         return counts, int(counts.sum())
 
@@ -152,21 +153,19 @@ class MosaicImage:
             for c in range(cell_cols):
                 left, right = c * width // cell_cols, (c + 1) * width // cell_cols
                 strips = [
-                    (row0, col0, int((block != IGNORE).sum()))
-                    for row0, col0, block in self._windows(top, left, bottom, right)
+                    (window, int((self._read(window) != IGNORE).sum()))
+                    for window in self._windows(top, left, bottom, right)
                 ]
-                total = sum(n for *_, n in strips)
+                total = sum(n for _, n in strips)
                 if not total:
                     continue
                 pick = int(rng.integers(total))
-                for row0, col0, n in strips:
+                for window, n in strips:
                     if pick < n:
-                        rows_here = min(WINDOW, bottom - row0)
-                        cols_here = min(WINDOW, right - col0)
-                        block = self.src.read(1, window=Window(col0, row0, cols_here, rows_here))
+                        block = self._read(window)  # read again: no window is kept
                         y, x = _nth_counted(block, pick)
-                        rows.append(row0 + y)
-                        cols.append(col0 + x)
+                        rows.append(int(window.row_off) + y)
+                        cols.append(int(window.col_off) + x)
                         labels.append(int(block[y, x]))
                         break
                     pick -= n
@@ -186,8 +185,7 @@ class MosaicImage:
         top, left, bottom, right = colony.box
         top, left = max(top - 1, 0), max(left - 1, 0)
         bottom, right = min(bottom + 1, self.shape[0]), min(right + 1, self.shape[1])
-        window = Window(left, top, right - left, bottom - top)
-        return self.src.read(1, window=window) != IGNORE
+        return self._read(Window(left, top, right - left, bottom - top)) != IGNORE
 
 
 def _features(path: Path) -> Iterator[dict]:

@@ -77,11 +77,6 @@ def missing_bf16(
     return None
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU (and oneDNN's ISA limit, if one is set) allows native bf16."""
-    return missing_bf16(read_cpu_flags()) is None
-
-
 def requested_precision(value: str | None = None, source: str = VARIABLE) -> str:
     """The precision asked for: `value`, else CORAL_CPU_PRECISION, else f32. A value that is
     neither f32 nor bf16 is a ValueError naming `source` (where it came from)."""

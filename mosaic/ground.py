@@ -73,16 +73,11 @@ def ground_pixel(crs, transform: Affine, width: int, height: int) -> GroundPixel
     area, _ = geod.polygon_area_perimeter(lons, lats)
     top = geod.inv(lons[0], lats[0], lons[1], lats[1])[2]
     side = geod.inv(lons[0], lats[0], lons[3], lats[3])[2]
-    pixel = GroundPixel(
-        width_m=top / cols,
-        height_m=side / rows,
-        area_m2=abs(area) / (cols * rows),
-        source="",
-    )
+    width_m, height_m, area_m2 = top / cols, side / rows, abs(area) / (cols * rows)
     ellipsoid = crs.ellipsoid.name if crs.ellipsoid else "its ellipsoid"
     text = (
-        f"georeference {_describe(crs)}: {pixel.width_m * 1000:.4g} x "
-        f"{pixel.height_m * 1000:.4g} mm per pixel on the ground at the raster's centre "
-        f"(geodesic on the {ellipsoid} ellipsoid, pyproj)"
+        f"georeference {_describe(crs)}: {width_m * 1000:.4g} x {height_m * 1000:.4g} mm per "
+        f"pixel on the ground at the raster's centre (geodesic on the {ellipsoid} ellipsoid, "
+        "pyproj)"
     )
-    return GroundPixel(pixel.width_m, pixel.height_m, pixel.area_m2, text)
+    return GroundPixel(width_m, height_m, area_m2, text)

@@ -90,9 +90,7 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
 def pixel_area(source: MosaicSource, mm_per_pixel: float | None) -> tuple[float | None, str]:
     """Square metres per pixel on the ground and where that comes from (mosaic/ground.py:
     geodesic, for any CRS; --mm-per-pixel wins)."""
-    ground = ground_pixel(source.crs, source.transform, source.width, source.height) if (
-        source.georeferenced
-    ) else None  # fmt: skip
+    ground = ground_pixel(source.crs, source.transform, source.width, source.height)
     if mm_per_pixel:
         area = (mm_per_pixel / 1000) ** 2
         if ground and abs(area / ground.area_m2 - 1) > 0.01:

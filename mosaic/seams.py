@@ -139,8 +139,6 @@ class SeamMerger:
             if mine.area == 0:
                 continue
             for k in tree.query(mine, predicate="intersects"):
-                if theirs[k].area == 0:
-                    continue
                 common = mine.intersection(theirs[k]).area
                 if common > 0 and common >= self.min_shared * min(mine.area, theirs[k].area):
                     self._join(i, other_ids[k])
