@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 import settings
+from dataset.image_io import write_image
 
 DEMO_DATASET_NAME = "reef_demo_fo"
 CREATOR = "dataset.reef_demo"  # stored in dataset.info: the datasets this module may remake
@@ -163,9 +164,7 @@ def create_reef_demo(
     for index in range(num_samples):
         image, colonies = render_sample(index, image_size, seed)
         path = image_dir / f"reef_{index:03d}.jpg"
-        cv2.imwrite(
-            str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
-        )
+        write_image(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         polylines = [
             fo.Polyline(label=c["label"], points=[c["points"]], closed=True, filled=True)
             for c in colonies
