@@ -28,7 +28,6 @@ import csv
 import logging
 import multiprocessing
 import os
-import pprint
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -54,6 +53,7 @@ from dataset.image_io import (
     write_bytes_atomic,
     write_image,
 )
+from dataset.info import SPLITS, write_dataset_info
 from dataset.output_safety import (
     OutputRefusedError,
     absolute,
@@ -66,9 +66,6 @@ from dataset.rasterize import Shape, outside_image, rasterize
 from dataset.taxonomy import Taxonomy, load_taxonomy
 from settings import Settings
 
-SPLITS = ("train", "val", "test")
-MAX_CLASS_WEIGHT = 10.0
-MIN_CLASS_WEIGHT = 0.1
 JPEG_QUALITY = 95
 
 TOOL = "prepare_data.py"
@@ -307,25 +304,6 @@ def collect_jobs(
     return jobs
 
 
-def class_weights(frequency: list[float]) -> list[float]:
-    """Median-frequency balancing on the train split: rare classes weigh more.
-
-    w_c = median(f) / f_c over the classes present, clipped to
-    [MIN_CLASS_WEIGHT, MAX_CLASS_WEIGHT]; classes absent from train get the maximum.
-    """
-    present = [f for f in frequency if f > 0]
-    if not present:
-        return [1.0] * len(frequency)
-    median = float(np.median(present))  # a Python float keeps dataset_info.py plain literals
-    return [
-        round(
-            min(MAX_CLASS_WEIGHT, max(MIN_CLASS_WEIGHT, median / f)) if f > 0 else MAX_CLASS_WEIGHT,
-            4,
-        )
-        for f in frequency
-    ]
-
-
 def write_metadata(
     out_dir: Path,
     dataset_name: str,
@@ -333,46 +311,17 @@ def write_metadata(
     settings: Settings,
     results: list[SampleResult],
 ) -> None:
-    n = taxonomy.num_classes
-    (out_dir / "classes.txt").write_text("\n".join(taxonomy.classes) + "\n")
-    (out_dir / "palette.txt").write_text(
-        "\n".join(" ".join(map(str, c)) for c in taxonomy.palette) + "\n"
-    )
     counts = {split: np.zeros(256, np.int64) for split in SPLITS}
     for result in results:
         counts[result.job.split] += result.pixel_counts
-    frequency = {}
-    for split, split_counts in counts.items():
-        labelled = int(split_counts[:n].sum())
-        frequency[split] = [
-            round(float(c) / labelled, 6) if labelled else 0.0 for c in split_counts[:n]
-        ]
-    info = {
-        "dataset_name": dataset_name,
-        "taxonomy": taxonomy.name,
-        "classes": list(taxonomy.classes),
-        "palette": [list(c) for c in taxonomy.palette],
-        "num_classes": n,
-        "ignore_index": taxonomy.ignore_index,
-        "image_size": settings.image_size,
-        "num_samples": {s: sum(r.job.split == s for r in results) for s in SPLITS},
-        "class_pixel_frequency": frequency,
-        "ignored_pixels": {s: int(counts[s][taxonomy.ignore_index]) for s in SPLITS},
-        "class_weights": class_weights(frequency["train"]),
-    }
-    lines = [
-        f"# Written by prepare_data.py from the FiftyOne dataset {dataset_name!r} with the "
-        f"{taxonomy.name!r} taxonomy.",
-        "# Configs read the classes, palette and class count from here; do not edit by hand.",
-        "# class_pixel_frequency: fraction of labelled pixels per class and split;",
-        "# class_weights: median-frequency balancing on train (rare genera weigh more).",
-    ]
-    lines += [
-        f"{key} = {pprint.pformat(value, width=100, compact=True, sort_dicts=False)}"
-        for key, value in info.items()
-    ]
-    lines.append("metainfo = dict(classes=classes, palette=palette)")
-    (out_dir / "dataset_info.py").write_text("\n".join(lines) + "\n")
+    write_dataset_info(
+        out_dir,
+        taxonomy,
+        counts,
+        {s: sum(r.job.split == s for r in results) for s in SPLITS},
+        dict(dataset_name=dataset_name, image_size=settings.image_size),
+        f"the FiftyOne dataset {dataset_name!r}",
+    )
     with open(out_dir / "manifest.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -471,7 +420,7 @@ def prepare_dataset(
     taxonomy = load_taxonomy(settings.taxonomy)
     target = absolute(Path(settings.data_root) / output_name(dataset_name, taxonomy.name))
     clean_leftovers(target)
-    _check_target(target, overwrite)
+    check_target(target, overwrite)
     log.info("Loading FiftyOne dataset: %s", dataset_name)
     dataset = load_fiftyone_dataset(dataset_name)
     jobs = collect_jobs(dataset, settings, taxonomy, skip_unsplit)
@@ -479,7 +428,7 @@ def prepare_dataset(
     log.info("Found %d samples (%s)", len(jobs), ", ".join(f"{s}: {per_split[s]}" for s in SPLITS))
     if not jobs:
         raise PrepareError(f"Dataset {dataset_name!r} has no sample to prepare.")
-    _check_target(target, overwrite, (job.filepath for job in jobs))
+    check_target(target, overwrite, (job.filepath for job in jobs))
     log.info("Converting polylines to semantic masks (%s taxonomy)...", taxonomy.name)
     workers = settings.num_workers or os.cpu_count() or 1
     try:
@@ -520,7 +469,7 @@ def prepare(
     ).path
 
 
-def _check_target(target: Path, overwrite: bool, sources: Iterable[str] = ()) -> None:
+def check_target(target: Path, overwrite: bool, sources: Iterable[str] = ()) -> None:
     """The output-folder rule (dataset/output_safety.py), as a PrepareError; `sources`:
     the samples' image files, none of which may lie in the folder to be replaced."""
     try:
