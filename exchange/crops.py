@@ -7,8 +7,8 @@ The folder is the one prepare_data.py writes for FiftyOne datasets (images/ and
 annotations/ per split, classes.txt, palette.txt, dataset_info.py, manifest.csv), so the
 training configs read it unchanged; each sample is a crop of a map.
 
-- Crops: a grid of `crop_size` px squares (the last row and column smaller) at the map's
-  native resolution, or resampled to `mm_per_pixel` (from the georeference, else the
+- Crops: a grid of `crop_size` px squares at the map's native resolution (those at the
+  map's edge padded with black, ignore in the mask), or resampled to `mm_per_pixel` (from the georeference, else the
   TagLab pixel size). Only one crop's pixels are in memory at a time; the regions of
   every map are (10 000 polygons are tens of MB) behind a spatial index.
 - Masks: exchange/paint.py's rule (holes are holes, every part painted, the smaller of
@@ -279,6 +279,17 @@ def _split_of(window: CropWindow, splits: dict, crops: CropSettings) -> str | No
     return splits.get(window.block(crops.block_crops))
 
 
+def _padded(rgb: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A crop at the map's edge padded to size x size (black, ignore): every crop the same
+    size, so the recipe's scale augmentation is relative to the map's resolution."""
+    height, width = mask.shape
+    if (height, width) == (size, size):
+        return rgb, mask
+    rgb = np.pad(rgb, ((0, size - height), (0, size - width), (0, 0)))
+    mask = np.pad(mask, ((0, size - height), (0, size - width)), constant_values=IGNORE)
+    return rgb, mask
+
+
 def _write_crop(
     source: MosaicSource,
     plan: _MapPlan,
@@ -303,6 +314,7 @@ def _write_crop(
     mask[~valid] = IGNORE
     if (mask == IGNORE).all():
         return None
+    rgb, mask = _padded(rgb, mask, crops.crop_size)
     name = f"{plan.stem}_r{window.row:03d}_c{window.col:03d}"
     image_file = out_dir / "images" / split / f"{name}.{crops.image_format}"
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if crops.image_format == "jpg" else []

@@ -24,6 +24,7 @@ import torch
 from rasterio.transform import Affine
 from tqdm import tqdm
 
+from exchange.gis import GeoPackageWriter
 from models.fusion import FusionSettings, fuse
 from mosaic.blend import Blender
 from mosaic.geojson import GeoJSONWriter
@@ -84,6 +85,7 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
         "classes": out_dir / f"{stem}.classes.tif",
         "confidence": out_dir / f"{stem}.confidence.tif",
         "colonies": out_dir / f"{stem}.geojson",
+        "geopackage": out_dir / f"{stem}.gpkg",  # the same colonies, QGIS's native format
     }
 
 
@@ -156,24 +158,22 @@ def run_tiled(
         try:
             writers.append(MapWriter(outputs["classes"], source, IGNORE_INDEX, palette, tags))
             writers.append(MapWriter(outputs["confidence"], source, tags=tags))
-            colonies = GeoJSONWriter(
-                outputs["colonies"],
-                source.transform if georeferenced else Affine.identity(),
-                source.crs if georeferenced else None,
-                classes,
-                area_m2,
-                path.stem,
+            place = (source.transform, source.crs) if georeferenced else (Affine.identity(), None)
+            colonies = GeoJSONWriter(outputs["colonies"], *place, classes, area_m2, path.stem)
+            writers.append(colonies)
+            writers.append(
+                GeoPackageWriter(outputs["geopackage"], *place, classes, area_m2, path.stem)
             )
         except BaseException:
             for writer in writers:
                 writer.abort()
             raise
-        writers.append(colonies)
         merger = SeamMerger(fusion.unsure_threshold, settings.min_shared, fusion.min_area)
         blender = Blender(source.width, len(classes), settings.overlap)
 
         def emit(found) -> None:
-            colonies.write(found)  # it counts them; nothing per colony stays in memory
+            for writer in writers[2:]:  # they count them; nothing per colony stays in memory
+                writer.write(found)
 
         try:
             with tqdm(total=tiles, unit="tile", leave=False, desc=path.name) as bar:

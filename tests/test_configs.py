@@ -141,3 +141,16 @@ def test_layer_decay_scales_learning_rates_by_depth():
     assert groups["backbone.vit.cls_token"]["weight_decay"] == 0.0
     assert groups["backbone.vit.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
     assert layer_id("backbone.vit.norm.weight", 4) == 5
+
+
+def test_the_orthomosaic_config_keeps_the_maps_resolution():
+    """Crops are scaled relative to themselves in training (the prepared crop size is the
+    RandomResize box) and not at all at test, as tiled inference reads the map."""
+    from inferencer import _test_scale
+
+    cfg = Config.fromfile(str(ROOT / "configs/dinov2_orthomosaic.py"))
+    assert _test_scale(cfg) is None
+    resize = next(s for s in cfg.train_pipeline if s["type"] == "RandomResize")
+    assert tuple(resize["scale"]) == cfg.prepared_crop and resize["ratio_range"] == (0.5, 2.0)
+    assert cfg.test_dataloader.dataset.pipeline == cfg.test_pipeline
+    assert cfg.model.test_cfg.crop_size == cfg.crop_size == (1024, 1024)

@@ -204,6 +204,17 @@ def test_georeferenced_mosaic_gives_georeferenced_maps_and_whole_colonies(tmp_pa
         assert geometry.area == pytest.approx(pixels * 1e-6)  # in the grid's metres
         assert props["class"] == CLASSES[props["class_index"]] and props["confidence"] > 0.9
     assert {f["properties"]["class"] for f in features} == {"red_coral", "green_coral"}
+    # the GeoPackage beside it holds the same colonies, for QGIS
+    import pyogrio
+
+    info = pyogrio.read_info(result.outputs["geopackage"])
+    assert info["layer_name"] == "reef" and info["crs"] == "EPSG:32755"
+    meta, _, wkb, fields = pyogrio.raw.read(result.outputs["geopackage"])
+    packaged = dict(zip(meta["fields"], fields, strict=True))
+    assert list(packaged["id"]) == [f["properties"]["id"] for f in features]
+    assert list(packaged["class"]) == [f["properties"]["class"] for f in features]
+    for feature, geometry in zip(features, shapely.from_wkb(wkb), strict=True):
+        assert geometry.equals(shapely.geometry.shape(feature["geometry"]))
 
 
 def _quadrat(size: int, seed: int = 1) -> np.ndarray:
