@@ -10,8 +10,16 @@
         --groups groups.csv --images-before photos/2023 --images-after photos/2024 \\
         --output-dir results/change_2023_2024
 
+    # an orthomosaic's predictions corrected in QGIS (or TagLab: survey.json), and the
+    # stale tiled output beside them
+    python reef_stats.py summarize corrected.gpkg --images ortho.tif --output-dir ...
+    python reef_stats.py summarize results/orthomosaic_inference/mosaics \\
+        --truth corrected.gpkg --images ortho.tif --output-dir ...
+
 An input is a two-stage inference output folder, a folder of class maps (test.py
---pred-dir, with --classes) or a prepared dataset (its --split: the annotations).
+--pred-dir, with --classes), a prepared dataset (its --split: the annotations), tiled
+inference's mosaics/ folder, or corrected polygons: a TagLab project (.json) or a
+GeoJSON / GeoPackage / shapefile with --images, the orthomosaic they were drawn on.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import sys
 from pathlib import Path
 
 from analysis.compare import CompareOptions, run_compare
+from analysis.open_source import DEFAULT_CLASS_FIELD
 from analysis.quadrat import Quadrat, parse_polygon
 from analysis.scale import ScaleError, ScaleSpec, parse_quadrat_size
 from analysis.sources import SourceError
@@ -46,6 +55,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="the image spans a W x H cm quadrat (W alone: square)",
     )
     parser.add_argument(
+        "--class-field",
+        default=DEFAULT_CLASS_FIELD,
+        help=f"a polygon file's attribute holding the class name ({DEFAULT_CLASS_FIELD})",
+    )
+    parser.add_argument(
         "--groups",
         type=Path,
         help="CSV with a column 'image' and group columns (site, date, transect, quadrat, ...)",
@@ -62,16 +76,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "summarize", help="cover, colonies, groups, CoralNet CSVs, figures and report.html"
     )
     summarize.add_argument(
-        "input", type=Path, help="two-stage output, class-map folder or prepared dataset"
+        "input",
+        type=Path,
+        help="two-stage output, class-map folder, prepared dataset, mosaics/ folder, "
+        "TagLab project (.json) or polygon file (.geojson, .gpkg, .shp; with --images)",
     )
     _common(summarize)
     summarize.add_argument(
         "--truth",
         type=Path,
-        help="the annotations of the same images (a "
-        "prepared dataset): predicted and annotated numbers side by side",
+        help="the annotations of the same images (a prepared dataset, a TagLab project or a "
+        "polygon file): predicted and annotated numbers side by side",
     )
-    summarize.add_argument("--images", type=Path, help="the photos (for their file names)")
+    summarize.add_argument(
+        "--images",
+        type=Path,
+        help="the photos (for their file names); for a polygon file, the orthomosaic "
+        "(GeoTIFF) it was drawn on",
+    )
+    summarize.add_argument(
+        "--area",
+        type=Path,
+        help="polygon file of the annotated area of a TagLab project or polygon file "
+        "(default: the project's working area, else the orthomosaic's valid pixels)",
+    )
     summarize.add_argument(
         "--quadrat-mask",
         type=Path,
@@ -154,6 +182,8 @@ def summarize(args: argparse.Namespace) -> int:
         seed=args.seed,
         label_codes=args.label_codes,
         overwrite=args.overwrite,
+        class_field=args.class_field,
+        area=args.area,
     )
     return run_summary(options)
 
@@ -175,6 +205,7 @@ def compare(args: argparse.Namespace) -> int:
         min_overlap=args.min_overlap,
         same_within=args.same_within,
         overwrite=args.overwrite,
+        class_field=args.class_field,
     )
     return run_compare(options)
 

@@ -76,6 +76,7 @@ class CompareOptions:
     min_overlap: float = 0.6
     same_within: float = 0.05
     overwrite: bool = False
+    class_field: str = "class"  # polygon files: the attribute holding the class name
 
     @property
     def inputs(self) -> list[Path | None]:
@@ -329,10 +330,10 @@ def compare_all(
 def run_compare(options: CompareOptions) -> int:
     """The whole command; returns the exit status (1 when a pair failed)."""
     check_target(options.output_dir, options.overwrite, options.inputs)
-    before_source = open_source(
-        options.before, options.split, options.classes, options.images_before
-    )
-    after_source = open_source(options.after, options.split, options.classes, options.images_after)
+    before_source = open_source(options.before, options.split, options.classes,
+                                options.images_before, options.class_field)  # fmt: skip
+    after_source = open_source(options.after, options.split, options.classes,
+                               options.images_after, options.class_field)  # fmt: skip
     if after_source.classes.names != before_source.classes.names:
         raise SourceError(
             f"{options.before} and {options.after} have different classes; "

@@ -13,7 +13,8 @@ A mosaic is never read whole by `reef_stats.py summarize` (a 40000 px class map 
 1.6 GB as bytes, and several times that as the masks of whole-image code): cover is
 counted window by window, CoralNet points are drawn cell by cell in strips, and each
 colony is measured in its own bounding box (`MosaicImage`). `load` still reads the whole
-map, for `compare`.
+map, for `compare`. The window-by-window counting (`WindowedMap`) is shared with the
+corrected polygons of analysis/polygon_source.py, painted a window at a time.
 """
 
 from __future__ import annotations
@@ -46,12 +47,20 @@ def is_mosaic_folder(path: Path) -> bool:
     return any(path.glob(f"*{SUFFIX}"))
 
 
+def ground_scale(crs, transform, width: int, height: int) -> Scale | None:
+    """The ground scale of a raster's pixels (mosaic/ground.py), None without a georeference."""
+    ground = ground_pixel(crs, transform, width, height)
+    if ground is None:
+        return None
+    return Scale(ground.mm_per_pixel, ground.source, ground.area_m2 * 1e6)
+
+
 def raster_scale(src) -> tuple[Scale | None, str]:
     """The ground scale of an open raster, and where it came from (or why there is none)."""
-    ground = ground_pixel(src.crs, src.transform, src.width, src.height)
-    if ground is None:
+    scale = ground_scale(src.crs, src.transform, src.width, src.height)
+    if scale is None:
         return None, "none: the class map has no georeference (give --mm-per-pixel)"
-    return Scale(ground.mm_per_pixel, ground.source, ground.area_m2 * 1e6), ground.source
+    return scale, scale.source
 
 
 @dataclass
@@ -96,28 +105,16 @@ class MosaicOutput:
                                image.scale)  # fmt: skip
 
 
-class MosaicImage:
-    """A class-map GeoTIFF and its colonies, counted and measured a window at a time."""
+class WindowedMap:
+    """A class map counted a window at a time, never read whole: cover, CoralNet points and
+    the counted pixels around a colony. A subclass gives `shape` and `_read` (a window's
+    class indices, IGNORE where not counted): a class-map GeoTIFF (MosaicImage) or
+    polygons painted window by window (analysis/polygon_source.py)."""
 
-    def __init__(self, classes_file: Path, geojson: Path, stem: str) -> None:
-        self.geojson = geojson
-        self._env = gdal_env()
-        self._env.__enter__()
-        try:
-            self.src = rasterio.open(classes_file)
-        except rasterio.errors.RasterioIOError as exc:
-            self._env.__exit__(None, None, None)
-            raise SourceError(f"{classes_file}: cannot be read ({exc})") from None
-        self.name = self.src.tags().get("source", f"{stem}.tif")
-        self.shape = (self.src.height, self.src.width)
-        self.scale, self.scale_from = raster_scale(self.src)
+    shape: tuple[int, int]  # rows, columns
 
-    def __enter__(self) -> MosaicImage:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.src.close()
-        self._env.__exit__(None, None, None)
+    def _read(self, window: Window) -> np.ndarray:
+        raise NotImplementedError
 
     def _windows(self, top: int = 0, left: int = 0, bottom=None, right=None) -> Iterator[Window]:
         """The windows over a region, WINDOW rows and columns at a time."""
@@ -126,9 +123,6 @@ class MosaicImage:
         for row0 in range(top, bottom, WINDOW):
             for col0 in range(left, right, WINDOW):
                 yield Window(col0, row0, min(WINDOW, right - col0), min(WINDOW, bottom - row0))
-
-    def _read(self, window: Window) -> np.ndarray:
-        return self.src.read(1, window=window)
 
     def class_pixels(self, num_classes: int) -> tuple[np.ndarray, int]:
         """Pixels of each class (index order) and the counted total, window by window."""
@@ -171,6 +165,51 @@ class MosaicImage:
                     pick -= n
         return np.array(rows, int), np.array(cols, int), np.array(labels, int)
 
+    def whole(self) -> np.ndarray:
+        """The whole class map, assembled window by window (compare's pairs, --truth)."""
+        class_map = np.empty(self.shape, np.uint8)
+        for w in self._windows():
+            class_map[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] = (
+                self._read(w)
+            )
+        return class_map
+
+    def valid_around(self, colony: Colony) -> np.ndarray:
+        """Counted pixels (not 255) in the colony's box grown by one pixel, clipped to the map."""
+        top, left, bottom, right = colony.box
+        top, left = max(top - 1, 0), max(left - 1, 0)
+        bottom, right = min(bottom + 1, self.shape[0]), min(right + 1, self.shape[1])
+        return self._read(Window(left, top, right - left, bottom - top)) != IGNORE
+
+
+class MosaicImage(WindowedMap):
+    """A class-map GeoTIFF and its colonies, counted and measured a window at a time."""
+
+    cover_from = "class map"  # what images.csv says the cover was counted from
+
+    def __init__(self, classes_file: Path, geojson: Path, stem: str) -> None:
+        self.geojson = geojson
+        self._env = gdal_env()
+        self._env.__enter__()
+        try:
+            self.src = rasterio.open(classes_file)
+        except rasterio.errors.RasterioIOError as exc:
+            self._env.__exit__(None, None, None)
+            raise SourceError(f"{classes_file}: cannot be read ({exc})") from None
+        self.name = self.src.tags().get("source", f"{stem}.tif")
+        self.shape = (self.src.height, self.src.width)
+        self.scale, self.scale_from = raster_scale(self.src)
+
+    def __enter__(self) -> MosaicImage:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.src.close()
+        self._env.__exit__(None, None, None)
+
+    def _read(self, window: Window) -> np.ndarray:
+        return self.src.read(1, window=window)
+
     def colonies(self) -> Iterator[Colony]:
         """Each colony of the GeoJSON as a mask in its own bounding box, one at a time."""
         t = ~self.src.transform if self.src.crs is not None else None
@@ -179,13 +218,6 @@ class MosaicImage:
             colony = _colony(feature, to_pixels, self.shape)
             if colony is not None:
                 yield colony
-
-    def valid_around(self, colony: Colony) -> np.ndarray:
-        """Counted pixels (not 255) in the colony's box grown by one pixel, clipped to the map."""
-        top, left, bottom, right = colony.box
-        top, left = max(top - 1, 0), max(left - 1, 0)
-        bottom, right = min(bottom + 1, self.shape[0]), min(right + 1, self.shape[1])
-        return self._read(Window(left, top, right - left, bottom - top)) != IGNORE
 
 
 def _features(path: Path) -> Iterator[dict]:

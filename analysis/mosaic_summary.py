@@ -1,6 +1,7 @@
-"""summarize's rows for one orthomosaic of a tiled run, in memory that does not grow with
-the mosaic: cover counted window by window, each colony measured in its own box, CoralNet
-points drawn cell by cell (analysis/mosaic_source.py reads; analysis/rows.py formats).
+"""summarize's rows for one orthomosaic (a tiled run's class map, or corrected polygons),
+in memory that does not grow with the mosaic: cover counted window by window, each colony
+measured in its own box, CoralNet points drawn cell by cell (analysis/mosaic_source.py and
+analysis/polygon_source.py read; analysis/rows.py formats).
 """
 
 from __future__ import annotations
@@ -8,18 +9,19 @@ from __future__ import annotations
 from analysis import coralnet
 from analysis.measures import touches_edge
 from analysis.mosaic_source import MosaicImage, MosaicOutput
+from analysis.polygon_source import PolygonSource
 from analysis.rows import Collected, colony_row, cover_rows_of_counts, image_row_of_counts
 from analysis.sources import ClassInfo, Colony, SourceError
 
 
 def summarize_mosaic(
-    stem: str, source: MosaicOutput, options, classes: ClassInfo, codes: list[str],
+    stem: str, source: MosaicOutput | PolygonSource, options, classes: ClassInfo, codes: list[str],
     others: int = 0,
 ) -> Collected:  # fmt: skip
     """Every row of one mosaic (options: summary.SummaryOptions); others: sources beside it."""
     if others or options.quadrat.given:
         raise SourceError(
-            f"{stem}: a tiled output is counted over its whole mosaic (255 outside it); "
+            f"{stem}: an orthomosaic is counted over its whole map (outside it not at all); "
             "--truth, --quadrat-mask and --quadrat-polygon apply to quadrat photos"
         )
     out = Collected()
@@ -33,7 +35,7 @@ def summarize_mosaic(
             out.colonies.append(colony_row(base, colony, classes, _touches(image, colony), scale))
             count += 1
         out.images.append(image_row_of_counts(base, image.shape, total, scale, image.scale_from,
-                                              "class map", count))  # fmt: skip
+                                              image.cover_from, count))  # fmt: skip
         if options.points:
             rng = coralnet.image_rng(options.seed, stem)
             rows, cols, labels = image.stratified_points(options.points, rng)

@@ -26,8 +26,9 @@ from analysis.groups import (
 )
 from analysis.mosaic_source import MosaicOutput
 from analysis.mosaic_summary import summarize_mosaic
-from analysis.open_source import open_source
+from analysis.open_source import DEFAULT_CLASS_FIELD, is_polygon_file, open_source
 from analysis.output import check_target, staged_folder, write_csv
+from analysis.polygon_source import PolygonSource
 from analysis.quadrat import Quadrat
 from analysis.report import Report, Section
 from analysis.rows import Collected, colony_rows, cover_rows, image_row
@@ -106,11 +107,13 @@ class SummaryOptions:
     seed: int = 0
     label_codes: Path | None = None
     overwrite: bool = False
+    class_field: str = DEFAULT_CLASS_FIELD  # a polygon file's class attribute
+    area: Path | None = None  # a polygon file of the annotated area (polygon inputs)
 
     @property
     def inputs(self) -> list[Path | None]:
         """Every file or folder the run reads (the output may not replace any of them)."""
-        read = [self.input, self.truth, self.images, self.groups, self.label_codes]
+        read = [self.input, self.truth, self.images, self.groups, self.label_codes, self.area]
         classes = Path(self.classes) if self.classes else None
         return [*read, self.quadrat.mask, classes if classes and classes.exists() else None]
 
@@ -120,7 +123,9 @@ def open_inputs(options: SummaryOptions) -> dict[str, LabelSource]:
     classes = options.classes
     if classes is None and options.truth and (Path(options.truth) / "classes.txt").is_file():
         classes = options.truth  # class maps predicted for that prepared dataset
-    source = open_source(options.input, options.split, classes, options.images)
+    polygon_truth = is_polygon_file(options.truth)
+    source = open_source(options.input, options.split, classes, options.images,
+                         options.class_field, None if polygon_truth else options.area)  # fmt: skip
     sources = {source.kind: source}
     if options.truth:
         if source.kind == ANNOTATED:
@@ -128,7 +133,11 @@ def open_inputs(options: SummaryOptions) -> dict[str, LabelSource]:
                 f"{options.input} holds annotations already; --truth compares predictions "
                 "(a two-stage output or predicted class maps) with annotations"
             )
-        truth = open_source(options.truth, options.split, classes)
+        if polygon_truth:  # on the input's orthomosaic (--images), in the input's classes
+            truth = open_source(options.truth, options.split, classes or source.classes,
+                                options.images, options.class_field, options.area)  # fmt: skip
+        else:
+            truth = open_source(options.truth, options.split, classes)
         truth.kind = ANNOTATED
         if truth.classes.names != source.classes.names:
             raise SourceError(
@@ -177,7 +186,10 @@ def summarize_image(
 ) -> Collected:  # fmt: skip
     """Every row of one image; raises (naming the file) when the image cannot be counted."""
     main = next(iter(sources.values()))
-    if isinstance(main, MosaicOutput):  # never read whole
+    # A mosaic or polygon map alone is never read whole. Compared with polygons (--truth)
+    # both maps are read whole: mosaic_summary.py counts one source at a time.
+    polygon_truth = len(sources) == 2 and isinstance(sources.get(ANNOTATED), PolygonSource)
+    if isinstance(main, MosaicOutput | PolygonSource) and not polygon_truth:
         return summarize_mosaic(stem, main, options, classes, codes, len(sources) - 1)
     labels = _load_matching(stem, sources)
     first = next(iter(labels.values()))

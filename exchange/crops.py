@@ -7,10 +7,11 @@ The folder is the one prepare_data.py writes for FiftyOne datasets (images/ and
 annotations/ per split, classes.txt, palette.txt, dataset_info.py, manifest.csv), so the
 training configs read it unchanged; each sample is a crop of a map.
 
-- Crops: a grid of `crop_size` px squares at the map's native resolution (those at the
-  map's edge padded with black, ignore in the mask), or resampled to `mm_per_pixel` (from the georeference, else the
-  TagLab pixel size). Only one crop's pixels are in memory at a time; the regions of
-  every map are (10 000 polygons are tens of MB) behind a spatial index.
+- Crops: a grid of `crop_size` px squares at the map's native resolution, or resampled
+  to `mm_per_pixel` (from the georeference, else the TagLab pixel size); those at the
+  map's edge are padded (black image, ignore mask) so every crop has the same size. Only
+  one crop's pixels are in memory at a time; the regions of every map are (10 000
+  polygons are tens of MB) behind a spatial index.
 - Masks: exchange/paint.py's rule (holes are holes, every part painted, the smaller of
   two overlapping regions wins). Pixels outside the annotated area are ignore (255):
   the area is TagLab's working area, else the `--area` polygons, else the union of the

@@ -66,7 +66,7 @@ from shapely.geometry.base import BaseGeometry
 
 from dataset.image_io import ImageWriteError
 from exchange.regions import Region
-from mosaic.raster import _has_georeference, _quiet_open, gdal_env
+from mosaic.raster import gdal_env, has_georeference, quiet_open
 from mosaic.seams import Colony
 
 # Longest edge, in raster pixels at the raster's centre, left as one straight segment
@@ -213,8 +213,8 @@ def _read_polygons(
 
 def _raster_grid(raster: Path) -> _Grid:
     try:
-        with gdal_env(), _quiet_open(raster) as src:
-            georeferenced = _has_georeference(src)
+        with gdal_env(), quiet_open(raster) as src:
+            georeferenced = has_georeference(src)
             crs = CRS.from_user_input(src.crs.to_wkt()) if georeferenced else None
             transform = src.transform if georeferenced else Affine.identity()
             return _Grid(raster, crs, transform, src.width, src.height)

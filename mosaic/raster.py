@@ -37,7 +37,7 @@ def gdal_env() -> rasterio.Env:
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
-def _quiet_open(path, *args, **kwargs):
+def quiet_open(path, *args, **kwargs):
     """rasterio.open without its warning for images that have no georeference (photos,
     PNGs): that is a normal input here, and the log says whether one is georeferenced."""
     with warnings.catch_warnings():
@@ -48,13 +48,13 @@ def _quiet_open(path, *args, **kwargs):
 def header_facts(path: str | Path) -> tuple[int, int, bool] | None:
     """(height, width, georeferenced) from the header, or None when GDAL cannot open it."""
     try:
-        with gdal_env(), _quiet_open(path) as src:
-            return src.height, src.width, _has_georeference(src)
+        with gdal_env(), quiet_open(path) as src:
+            return src.height, src.width, has_georeference(src)
     except RasterioIOError:
         return None
 
 
-def _has_georeference(src) -> bool:
+def has_georeference(src) -> bool:
     return src.crs is not None and src.transform != Affine.identity()
 
 
@@ -68,7 +68,7 @@ class MosaicSource:
         self.path = Path(path)
         self.nodata = nodata
         try:
-            self._src = _quiet_open(self.path)
+            self._src = quiet_open(self.path)
         except RasterioIOError as exc:
             raise ImageReadError(
                 f"{self.path.name}: cannot be read by windows ({exc}); tiled inference reads "
@@ -105,7 +105,7 @@ class MosaicSource:
 
     @property
     def georeferenced(self) -> bool:
-        return _has_georeference(self._src)
+        return has_georeference(self._src)
 
     @property
     def crs(self):
@@ -186,7 +186,7 @@ class MapWriter:
         if source.georeferenced:
             profile.update(crs=source.crs, transform=source.transform)
         try:
-            self._dst = _quiet_open(self._temporary, "w", **profile)
+            self._dst = quiet_open(self._temporary, "w", **profile)
             if palette:
                 self._dst.write_colormap(1, {i: tuple(c) for i, c in enumerate(palette)})
             if tags:
