@@ -213,6 +213,7 @@ def compare(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.captureWarnings(True)  # the polygon readers' warnings, as log lines
     try:
         return summarize(args) if args.command == "summarize" else compare(args)
     except (SourceError, ScaleError, OutputRefusedError) as exc:

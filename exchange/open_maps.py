@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 TAGLAB_SUFFIX = ".json"
 
 
+class MapSourceError(ValueError):
+    """An annotated-map input that cannot be read as given (the message says what to pass)."""
+
+
 def is_taglab_project(path: str | Path) -> bool:
     return Path(path).suffix.lower() == TAGLAB_SUFFIX and Path(path).is_file()
 
@@ -33,20 +37,24 @@ def open_maps(
     source = Path(source)
     if is_taglab_project(source):
         if polygons is not None:
-            raise ValueError(
+            raise MapSourceError(
                 f"{source} is a TagLab project, which holds its own regions; --polygons "
                 "goes with an orthomosaic"
             )
         maps = read_taglab_project(source)
+        if not maps:
+            raise MapSourceError(f"{source}: the TagLab project has no map; add one in TagLab")
     else:
         if polygons is None:
-            raise ValueError(
+            raise MapSourceError(
                 f"{source}: an orthomosaic needs its annotations: pass --polygons FILE (GeoJSON, "
                 "GeoPackage, shapefile) and --class-field NAME"
             )
         facts = header_facts(source)
         if facts is None:
-            raise ValueError(f"{source}: not an image GDAL can open (GeoTIFF, BigTIFF, COG, ...)")
+            raise MapSourceError(
+                f"{source}: not an image GDAL can open (GeoTIFF, BigTIFF, COG, ...)"
+            )
         height, width, _ = facts
         regions = read_regions(polygons, source, class_field, layer)
         maps = [AnnotatedMap(source.stem, source, width, height, regions)]

@@ -4,12 +4,20 @@ by hand with numpy, ignore outside the annotated area, spatial splits, resamplin
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pyogrio.raw
 import pytest
 import rasterio
+import rasterio.features
+import shapely
+from pyproj import Transformer
 from rasterio.transform import Affine
 from shapely.geometry import MultiPolygon, box
 
@@ -195,3 +203,124 @@ def test_crop_grid_and_split_assignment():
     assert sorted(splits.values()).count("train") == 8
     assert assign_splits(list(range(10)), (0.8, 0.1, 0.1), seed=0) == splits
     assert set(assign_splits([0, 1, 2], (0.9, 0.05, 0.05), 1).values()) == {"train", "val", "test"}
+
+
+# --- through prepare_data.py, from the files users have ---------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare_data(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The command as a user runs it (fire's argument parsing included)."""
+    env = {**os.environ, "CORAL_ENV_FILE": os.devnull}
+    run = subprocess.run([sys.executable, "prepare_data.py", *args, "--data-root",
+                          str(tmp_path / "prepared")], cwd=ROOT, env=env, capture_output=True,
+                         text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run
+
+
+def _utm_to(crs: str):
+    return Transformer.from_crs("EPSG:32755", crs, always_xy=True)
+
+
+def _write_layer(path: Path, geometries, genera: list[str], crs: str) -> Path:
+    move = _utm_to(crs)
+    placed = [
+        shapely.transform(g, lambda xy: np.column_stack(move.transform(*xy.T))) for g in geometries
+    ]
+    kind = "MultiPolygon" if any(g.geom_type == "MultiPolygon" for g in geometries) else "Polygon"
+    driver = "GeoJSON" if path.suffix == ".geojson" else "GPKG"
+    pyogrio.raw.write(path, shapely.to_wkb(placed), field_data=[np.array(genera, object)],
+                      fields=["genus"], geometry_type=kind, crs=crs, driver=driver)  # fmt: skip
+    return path
+
+
+def _in_utm(pixel_geometry):
+    """Pixel coordinates of write_raster's grid -> UTM metres (1 cm pixels)."""
+    return shapely.affinity.affine_transform(pixel_geometry, [0.01, 0, 0, -0.01, 500000, 8200000])
+
+
+def test_polygons_in_wgs84_over_a_utm_raster_prepare_to_an_independent_rasterization(tmp_path):
+    """prepare_data.py ORTHO --polygons (EPSG:4326) --area (EPSG:3857): the masks equal
+    GDAL's rasterization of the same file through the raster's geotransform."""
+    image = write_raster(tmp_path / "reef.tif")
+    colonies_px = [
+        shapely.Polygon([(20.3, 30.2), (139.6, 35.7), (120.2, 108.9), (25.5, 100.1)],
+                        [[(60.2, 50.3), (80.4, 50.1), (70.7, 69.8)]]),
+        MultiPolygon([box(200.2, 20.4, 239.7, 59.6), box(250.1, 140.3, 289.8, 179.2)]),
+    ]  # fmt: skip
+    polygons = _write_layer(tmp_path / "colonies.geojson", [_in_utm(g) for g in colonies_px],
+                            ["Acropora", "Porites"], "EPSG:4326")  # fmt: skip
+    area_px = box(10.4, 10.3, 295.2, 190.6)
+    area = _write_layer(tmp_path / "area.gpkg", [_in_utm(area_px)], ["area"], "EPSG:3857")
+    prepare_data(str(image), "--polygons", str(polygons), "--class-field", "genus", "--area",
+                 str(area), "--crop-size", "64", "--split-ratios", "1,0,0", "--image-format",
+                 "png", tmp_path=tmp_path)  # fmt: skip
+    whole, _ = reassemble(tmp_path / "prepared" / "reef")
+    # independently: the file's own geometries back to UTM by pyproj, burnt by rasterio
+    # through the raster's geotransform (no pixel-coordinate geometry involved)
+    with rasterio.open(image) as src:
+        transform = src.transform
+    expected = np.full((HEIGHT, WIDTH), 255, np.uint8)
+    for path, values in ((area, [0]), (polygons, [ACROPORA, PORITES])):
+        crs = pyogrio.read_info(path)["crs"]
+        to_utm = Transformer.from_crs(crs, "EPSG:32755", always_xy=True)
+        _, _, wkb, _ = pyogrio.raw.read(path)
+        shapes = [shapely.transform(g, lambda xy, move=to_utm: np.column_stack(
+            move.transform(*xy.T))) for g in shapely.from_wkb(wkb)]  # fmt: skip
+        rasterio.features.rasterize(list(zip(shapes, values, strict=True)), out=expected,
+                                    transform=transform)  # fmt: skip
+    assert (expected == ACROPORA).sum() > 5000 and (expected == 255).sum() > 1000
+    np.testing.assert_array_equal(whole, expected)
+    if shutil.which("gdal_rasterize") and shutil.which("ogr2ogr"):  # GDAL's tools, as QGIS
+        in_utm, burnt = tmp_path / "colonies_utm.gpkg", tmp_path / "burnt.tif"
+        subprocess.run(["ogr2ogr", "-t_srs", "EPSG:32755", str(in_utm), str(polygons)], check=True)
+        subprocess.run(["gdal_rasterize", "-q", "-burn", "1", "-ot", "Byte", "-te", "500000",
+                        str(8200000 - HEIGHT * 0.01), str(500000 + WIDTH * 0.01), "8200000",
+                        "-ts", str(WIDTH), str(HEIGHT), str(in_utm), str(burnt)],
+                       check=True)  # fmt: skip
+        with rasterio.open(burnt) as src:
+            coral = src.read(1) > 0
+        inside = whole != 255
+        np.testing.assert_array_equal(coral & inside, np.isin(whole, [ACROPORA, PORITES]))
+
+
+def test_a_taglab_project_prepares_with_its_working_area_and_map_splits(tmp_path):
+    """Two maps in one TagLab project: each map's crops go to the split named for it, and
+    pixels outside the project's working area are ignore."""
+    from exchange.taglab import TagLabWriter
+
+    first = write_raster(tmp_path / "site_a.tif")
+    second = write_raster(tmp_path / "site_b.tif")
+    project = tmp_path / "survey.json"
+    writer = TagLabWriter(project, [("Acropora", (60, 180, 75)), ("Porites", (128, 0, 0))],
+                          working_area=box(0, 0, 200, 150))  # fmt: skip
+    for name, path in (("site A", first), ("site B", second)):
+        writer.begin_map(name, path, WIDTH, HEIGHT, mm_per_pixel=10.0)
+        writer.write([Region("Acropora", box(20, 30, 140, 110).difference(box(60, 50, 80, 70)), 1),
+                      Region("Porites", box(150, 100, 190, 140), 2)])  # fmt: skip
+        writer.end_map()
+    writer.commit()
+    run = prepare_data(str(project), "--crop-size", "100", "--split-by", "map", "--val-maps",
+                       "site B", "--image-format", "png", tmp_path=tmp_path)  # fmt: skip
+    assert "2 map(s), 4 region(s), 12 crop windows of 100 px" in run.stderr
+    folder = tmp_path / "prepared" / "survey"
+    with open(folder / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(r["map"], r["split"]) for r in rows} == {("site A", "train"), ("site B", "val")}
+    mask = cv2.imread(str(folder / "annotations" / "train" / "site A_r000_c000.png"), 0)
+    expected = np.full((100, 100), 255, np.uint8)
+    expected[:, :] = 0  # the working area covers this whole crop
+    expected[30:100, 20:100] = ACROPORA
+    expected[50:70, 60:80] = 0
+    np.testing.assert_array_equal(mask, expected)
+    outside = cv2.imread(str(folder / "annotations" / "train" / "site A_r001_c001.png"), 0)
+    expected = np.full((100, 100), 255, np.uint8)
+    expected[:50, :] = 0  # the working area ends at y 150
+    expected[:10, :40] = ACROPORA  # its part at x 100-140, y 100-110
+    expected[:40, 50:90] = PORITES
+    np.testing.assert_array_equal(outside, expected)
+    info = read_dataset_info(folder / "dataset_info.py")
+    assert info["num_samples"] == {"train": 4, "val": 4, "test": 0}
