@@ -14,7 +14,8 @@ image (unreadable, or an output that could not be written) is logged, the run
 goes on, then exits with status 1. predictions.json is written at the end of a
 run, complete, by rename. One run at a time may write an output folder.
 Images over 40 MP (every image with --tiled) go through tiles (mosaic/): a class-map
-and a confidence GeoTIFF and a colonies GeoJSON in mosaics/, in the image's CRS.
+and a confidence GeoTIFF and the colonies as GeoJSON and GeoPackage in mosaics/, in the
+image's CRS. --taglab adds taglab_project.json, every image a map to correct in TagLab.
 
 Sharded over several GPUs or nodes (each process does its share of the images,
 balanced by pixel count; one merged predictions.json and log at the end):
@@ -118,6 +119,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--crop-n-layers", type=int, default=1, help="SAM crop layers (CoralSCoP: 1)")
     p.add_argument("--save-semantic", action="store_true", help="also write semantic class maps")
+    p.add_argument(
+        "--taglab",
+        action="store_true",
+        help="also write taglab_project.json: every image a TagLab map, every colony a "
+        "region (genus, confidence), for correction in TagLab (README: Orthomosaics)",
+    )
     p.add_argument(
         "--to-fiftyone",
         metavar="DATASET",

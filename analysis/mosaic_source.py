@@ -33,6 +33,7 @@ from rasterio.windows import Window
 from analysis.coralnet import check_point_count, grid_shape
 from analysis.scale import Scale
 from analysis.sources import PREDICTED, ClassInfo, Colony, ImageLabels, SourceError
+from mosaic.geojson import read_features
 from mosaic.ground import ground_pixel
 from mosaic.raster import gdal_env
 
@@ -221,20 +222,9 @@ class MosaicImage(WindowedMap):
 
 
 def _features(path: Path) -> Iterator[dict]:
-    """The features of a colonies GeoJSON, one at a time. mosaic/geojson.py writes one
-    feature a line, read so (the whole collection as Python objects grows with the
-    mosaic: ~40 MB for 6400 colonies); any other layout (a file saved again by QGIS) is
-    read whole."""
+    """The colonies GeoJSON's features, one at a time (mosaic/geojson.py reads its own format)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            header = handle.readline()
-            if header.rstrip().endswith('"features": ['):
-                for line in handle:
-                    line = line.strip().rstrip(",")
-                    if line.startswith("{"):
-                        yield json.loads(line)
-                return
-        yield from json.loads(path.read_text())["features"]
+        yield from read_features(path)
     except (OSError, ValueError, KeyError) as exc:
         raise SourceError(f"{path}: not the colonies of tiled inference ({exc})") from None
 

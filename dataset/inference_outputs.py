@@ -65,6 +65,8 @@ OUTPUTS = (
     "predictions.json",
     "inference_log.txt",
     "mosaics",  # large images (mosaic/batch.py)
+    "taglab_project.json",  # --taglab (exchange/run_to_taglab.py)
+    "taglab_images",
 )
 # What dataset.image_io.read_rgb decodes (OpenCV, or Pillow for GIF and JPEG 2000).
 READABLE_SUFFIXES = tuple(

@@ -30,6 +30,7 @@ from dataset.inference_outputs import (
 )
 from dataset.sharding import partition, pixel_count
 from engine.distributed import Processes
+from exchange.run_to_taglab import write_run_project
 from inferencer import TwoStageInferencer
 from models.cpu_precision import requested_precision
 from models.fusion import FusionSettings
@@ -151,6 +152,18 @@ def _to_fiftyone(name: str, out: OutputFolder, images: list[Path], classes) -> N
              count, name)  # fmt: skip
 
 
+def _to_taglab(args, out: OutputFolder, images: list[Path], classes, reports: list[dict]) -> int:
+    """--taglab: the run's predictions as one TagLab project; the count of errors."""
+    palette = next(r["palette"] for r in reports if r["palette"])
+    try:
+        _, refused = write_run_project(out.root, images, out.record_path, classes, palette,
+                                       args.mm_per_pixel)  # fmt: skip
+    except OSError as exc:  # ImageWriteError included
+        log.error("TagLab project not written: %s", exc)
+        return 1
+    return 1 if refused else 0
+
+
 def _settings(args: argparse.Namespace) -> tuple[GeneratorSettings, FusionSettings, dict]:
     generator = GeneratorSettings(
         points_per_side=args.points_per_side,
@@ -261,8 +274,9 @@ def _run(args, scan, pending: list[Path], out: OutputFolder, generator: Generato
         failed = [p.name for p in share if not out.is_done(p.stem)]
         for name in failed:
             log.error("%s: not done: its process failed (%s)", name, type(exc).__name__)
+    palette = inferencer.palette if classes is not None else None
     report = dict(failed=failed, done=len(share) - len(failed), classes=classes,
-                  started=started, finished=time.time())  # fmt: skip
+                  palette=palette, started=started, finished=time.time())  # fmt: skip
     reports = processes.all_gather(report)
     status = _finish(args, images, pending, out, reports, tag) if processes.is_main else 0
     return processes.broadcast(status)  # no process ends before the main one has finished
@@ -294,6 +308,8 @@ def _finish(args, images: list[Path], pending: list[Path], out: OutputFolder,
     except OSError as exc:
         errors += 1
         log.error("predictions.json not written: %s", exc)
+    if args.taglab and classes is not None:
+        errors += _to_taglab(args, out, images, classes, reports)
     if args.to_fiftyone and classes is not None:
         try:
             _to_fiftyone(args.to_fiftyone, out, images, classes)
