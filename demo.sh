@@ -14,21 +14,22 @@ INFER_DIR=results/two_stage_inference
 STATS_DIR=results/reef_stats
 ORTHO_DIR=data/reef_demo/orthomosaic
 ORTHO_OUT=results/orthomosaic_inference
+ORTHO_STATS=results/orthomosaic_stats
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "1/8 Create the synthetic reef dataset in FiftyOne ($DATASET)"
+step "1/9 Create the synthetic reef dataset in FiftyOne ($DATASET)"
 python -m dataset.reef_demo --name "$DATASET"
 
-step "2/8 Prepare it for MMSegmentation (prepare_data.py)"
+step "2/9 Prepare it for MMSegmentation (prepare_data.py)"
 # The demo owns its output folders, so it replaces them on every run.
 python prepare_data.py "$DATASET" --image-size 256 --data-root "$DATA_ROOT" --overwrite
 
-step "3/8 Train the tiny DINOv2 + SegFormer config on CPU (train.py)"
+step "3/9 Train the tiny DINOv2 + SegFormer config on CPU (train.py)"
 rm -rf "$WORK_DIR"
 python train.py "$CONFIG" --work-dir "$WORK_DIR"
 
-step "4/8 Evaluate the best checkpoint on val and test (test.py)"
+step "4/9 Evaluate the best checkpoint on val and test (test.py)"
 for split in val test; do
   python test.py "$CONFIG" "$WORK_DIR/best_mIoU.pth" --split "$split" \
     --work-dir "$WORK_DIR/test_$split" --show-dir "$WORK_DIR/${split}_results"
@@ -41,7 +42,7 @@ print(f"val mIoU {miou:.3f} (the demo expects >= 0.8)")
 sys.exit(0 if miou >= 0.8 else 1)
 PY
 
-step "5/8 Two-stage inference on the test images (inference_with_coralscop.py)"
+step "5/9 Two-stage inference on the test images (inference_with_coralscop.py)"
 # No CoralSCoP weights ship with the project (none can be downloaded here), so SAM
 # ViT-B runs with random weights, as the log says: its proposals are noise and the
 # instances come from the semantic regions. A small prompt grid keeps it to ~15 s
@@ -51,7 +52,7 @@ python inference_with_coralscop.py --input-dir "$DATA_ROOT/reef_demo/images/test
   --segformer-weights "$WORK_DIR/best_mIoU.pth" --device cpu \
   --points-per-side 4 --crop-n-layers 0 --save-semantic --overwrite
 
-step "6/8 Tiled inference of a georeferenced orthomosaic (inference_with_coralscop.py --tiled)"
+step "6/9 Tiled inference of a georeferenced orthomosaic (inference_with_coralscop.py --tiled)"
 # Four test quadrats side by side (2 x 2, 512 px) as a GeoTIFF in UTM zone 55S at 1 mm per
 # pixel stand in for a photogrammetry orthomosaic. Images over 40 MP go through tiles
 # anyway; this small one is sent there with --tiled. Light SAM settings, as in step 5.
@@ -61,17 +62,34 @@ python -m mosaic.synthetic "$ORTHO_DIR/reef_orthomosaic.tif" \
   --images "$DATA_ROOT/reef_demo/images/test" --grid 2 --epsg 32755 --mm-per-pixel 1
 python inference_with_coralscop.py --input-dir "$ORTHO_DIR" --output-dir "$ORTHO_OUT" \
   --segformer-config "$CONFIG" --segformer-weights "$WORK_DIR/best_mIoU.pth" --device cpu \
-  --tiled --tile-size 384 --tile-overlap 64 --points-per-side 4 --crop-n-layers 0 --overwrite
+  --tiled --tile-size 384 --tile-overlap 64 --points-per-side 4 --crop-n-layers 0 --taglab \
+  --overwrite
 # <<< orthomosaic
 
-step "7/8 Package the model as a CVAT function (deploy_as_zip.sh)"
+step "7/9 Orthomosaics both ways: predictions to TagLab and QGIS, corrections back to training and numbers"
+# The run above also wrote the predictions as a TagLab project (taglab_project.json) and
+# a GeoPackage (mosaics/reef_orthomosaic.gpkg). In a survey a person corrects them in
+# TagLab or QGIS; here they go back in as they are: each becomes training crops (ignore
+# outside the annotated area, splits by spatial blocks) and reef numbers.
+# tests/test_mosaic.py runs the lines between the markers as they are.
+# >>> exchange
+python prepare_data.py "$ORTHO_OUT/taglab_project.json" --name reef_orthomosaic_taglab \
+  --crop-size 256 --block-size 256 --data-root "$DATA_ROOT" --overwrite
+python prepare_data.py "$ORTHO_DIR/reef_orthomosaic.tif" \
+  --polygons "$ORTHO_OUT/mosaics/reef_orthomosaic.gpkg" --class-field class \
+  --crop-size 256 --block-size 256 --data-root "$DATA_ROOT" --overwrite
+python reef_stats.py summarize "$ORTHO_OUT/mosaics/reef_orthomosaic.gpkg" \
+  --images "$ORTHO_DIR/reef_orthomosaic.tif" --output-dir "$ORTHO_STATS" --overwrite
+# <<< exchange
+
+step "8/9 Package the model as a CVAT function (deploy_as_zip.sh)"
 # Random CoralSCoP-shaped SAM weights stand in for vit_b_coralscop.pth (see step 5).
 SAM_RANDOM=data/reef_demo/vit_b_coralscop_RANDOM.pth
 [ -f "$SAM_RANDOM" ] || python -m models.coralscop --write-random "$SAM_RANDOM"
 ./deploy_as_zip.sh reefdemo "$WORK_DIR/best_mIoU.pth" "$WORK_DIR/reef_demo_tiny.py" "$SAM_RANDOM" \
   --overwrite
 
-step "8/8 From masks to reef numbers: predicted and annotated cover, colonies, report (reef_stats.py)"
+step "9/9 From masks to reef numbers: predicted and annotated cover, colonies, report (reef_stats.py)"
 # The demo's quadrats are taken to span 50 x 50 cm. tests/test_analysis_cli.py runs the
 # lines between the markers as they are, on a synthetic copy of this layout.
 # >>> reef numbers
@@ -91,6 +109,10 @@ Demo finished. Outputs:
   orthomosaic        $ORTHO_DIR/reef_orthomosaic.tif  (GeoTIFF, EPSG:32755, 1 mm per pixel)
     colonies GeoJSON $ORTHO_OUT/mosaics/reef_orthomosaic.geojson  (open in QGIS)
     class map        $ORTHO_OUT/mosaics/reef_orthomosaic.classes.tif  (GeoTIFF; .confidence.tif beside it)
+    GeoPackage       $ORTHO_OUT/mosaics/reef_orthomosaic.gpkg  (the colonies in QGIS's own format)
+    TagLab project   $ORTHO_OUT/taglab_project.json  (open in TagLab: File > Open Project)
+    back to training $DATA_ROOT/reef_orthomosaic_taglab, $DATA_ROOT/reef_orthomosaic  (crops, spatial splits)
+    its numbers      $ORTHO_STATS  (cover and colonies from the polygons)
   CVAT function      nuclio.zip  (function pth-mmseg-reefdemo; unzip, then nuctl deploy as printed above)
     CVAT labels      cvat_labels.json  (paste into the CVAT project's Raw label editor)
   reef numbers       $STATS_DIR  (cover.csv, colonies.csv, groups.csv, CoralNet CSVs, figures/)

@@ -307,7 +307,9 @@ else:
 """
 
 
-def test_the_demos_orthomosaic_stage_runs_as_written(tmp_path, random_semantic_checkpoint):
+def test_the_demos_orthomosaic_stages_run_as_written(tmp_path, random_semantic_checkpoint):
+    """Steps 6 and 7 of demo.sh: tiled inference with --taglab, then the TagLab project and
+    the GeoPackage back into prepare_data.py and reef_stats.py."""
     import os
     import re
     import subprocess
@@ -317,7 +319,8 @@ def test_the_demos_orthomosaic_stage_runs_as_written(tmp_path, random_semantic_c
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "demo.sh").read_text()
-    lines = re.search(r"# >>> orthomosaic\n(.*?)# <<< orthomosaic", text, re.S).group(1)
+    lines = "".join(re.search(rf"# >>> {block}\n(.*?)# <<< {block}", text, re.S).group(1)
+                    for block in ("orthomosaic", "exchange"))  # fmt: skip
     data_root, work_dir = tmp_path / "prepared", tmp_path / "work"
     (data_root / "reef_demo/images/test").mkdir(parents=True)
     for index in range(4):
@@ -329,7 +332,8 @@ def test_the_demos_orthomosaic_stage_runs_as_written(tmp_path, random_semantic_c
     ortho_dir, ortho_out = tmp_path / "ortho", tmp_path / "ortho_out"
     env = dict(os.environ, DATA_ROOT=str(data_root), WORK_DIR=str(work_dir),
                CONFIG="configs/reef_demo_tiny.py", ORTHO_DIR=str(ortho_dir),
-               ORTHO_OUT=str(ortho_out), PY=sys.executable, LAUNCH=DEMO_PYTHON)  # fmt: skip
+               ORTHO_OUT=str(ortho_out), ORTHO_STATS=str(tmp_path / "stats"),
+               PY=sys.executable, LAUNCH=DEMO_PYTHON, CORAL_ENV_FILE=os.devnull)  # fmt: skip
     script = 'set -euo pipefail\npython() { "$PY" -c "$LAUNCH" "$@"; }\n' + lines
     run = subprocess.run(
         ["bash", "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=600
@@ -351,6 +355,25 @@ def test_the_demos_orthomosaic_stage_runs_as_written(tmp_path, random_semantic_c
         "reef_orthomosaic.tif: 400 x 400 px in 4 tiles"
         in (ortho_out / "inference_log.txt").read_text()
     )
+    # step 7: the same colonies in the TagLab project, the GeoPackage and the numbers
+    from exchange.taglab import read_taglab_project
+
+    (taglab,) = read_taglab_project(ortho_out / "taglab_project.json", join_parts=True)
+    colonies = len(collection["features"])
+    assert taglab.name == "reef_orthomosaic" and len(taglab.regions) == colonies > 0
+    assert taglab.georeference == (ortho_dir / "reef_orthomosaic.tif").resolve()
+    assert pyogrio_count(ortho_out / "mosaics/reef_orthomosaic.gpkg") == colonies
+    for name in ("reef_orthomosaic_taglab", "reef_orthomosaic"):
+        manifest = (data_root / name / "manifest.csv").read_text().splitlines()
+        assert manifest[0].startswith("crop,split,map,") and len(manifest) > 1
+    stats = (tmp_path / "stats" / "colonies.csv").read_text().splitlines()
+    assert len(stats) - 1 == colonies
+
+
+def pyogrio_count(path: Path) -> int:
+    import pyogrio
+
+    return pyogrio.read_info(path)["features"]
 
 
 def test_pixels_outside_the_mosaic_are_no_class_and_no_colony(tmp_path):
