@@ -144,6 +144,19 @@ def test_reef_stats_scale_bench_smallest_setting(capsys):
     assert '"benchmark": "reef_stats_scale"' in capsys.readouterr().out
 
 
+def test_orthomosaic_prepare_bench_smallest_setting(capsys):
+    import orthomosaic_prepare_bench
+
+    result = orthomosaic_prepare_bench.main(sizes="1200", crop_size=256)
+    # 3 x 3 disc cells of 400 px; a 5 x 5 grid of 256 px crops, those with a colony written
+    assert [(r["source"], r["polygons"]) for r in result["rows"]] == [
+        ("GeoPackage", 9), ("TagLab", 9)
+    ]  # fmt: skip
+    assert len({r["crops"] for r in result["rows"]}) == 1 and 0 < result["rows"][0]["crops"] <= 25
+    assert all(r["peak_rss_mib"] > 100 for r in result["rows"]) and result["under_4_gib"]
+    assert '"benchmark": "orthomosaic_prepare"' in capsys.readouterr().out
+
+
 def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
     import json
     import os
