@@ -31,6 +31,7 @@ missing or half-written file behind (cv2.imwrite only returns False).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from dataclasses import dataclass
@@ -321,3 +322,39 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+class StreamedTextFile:
+    """A text file written piece by piece under a temporary name in its folder, renamed
+    into place by commit(); abort() (or any failed write, which raises ImageWriteError
+    naming the file) leaves nothing behind."""
+
+    def __init__(self, path: str | Path, first: str = "") -> None:
+        self.path = Path(path)
+        self._temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            self._file = open(self._temporary, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        self.write(first)
+
+    def write(self, text: str) -> None:
+        try:
+            self._file.write(text)
+        except OSError as exc:
+            self.abort()
+            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+
+    def commit(self, last: str = "") -> None:
+        self.write(last)
+        try:
+            self._file.close()  # a full disk can show only here
+            self._temporary.replace(self.path)
+        except OSError as exc:
+            self.abort()
+            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._temporary.unlink(missing_ok=True)

@@ -66,6 +66,7 @@ from shapely.geometry.base import BaseGeometry
 
 from dataset.image_io import ImageWriteError
 from exchange.regions import Region
+from mosaic.geojson import colony_properties, placed_geometry
 from mosaic.raster import gdal_env, has_georeference, quiet_open
 from mosaic.seams import Colony
 
@@ -456,6 +457,12 @@ def _code(crs: CRS) -> str | None:
     return f"{authority[0]}:{authority[1]}" if authority else None
 
 
+# The layer's column types, for the attributes of mosaic.geojson.colony_properties
+FIELD_TYPES = {"id": np.int64, "class_index": np.int32, "class": object,
+               "confidence": np.float64, "unsure": bool, "area_px": np.int64,
+               "area_m2": np.float64, "source": object}  # fmt: skip
+
+
 class GeoPackageWriter:
     """Colonies as one MultiPolygon layer of a GeoPackage, streamed to disk (module
     docstring); the interface and feature properties of GeoJSONWriter."""
@@ -492,31 +499,19 @@ class GeoPackageWriter:
             self._append(colonies, create=False)
 
     def _append(self, colonies: list[Colony], create: bool, **options) -> None:
-        n = len(colonies)
-        geometries = np.empty(n, dtype=object)
+        rows = [colony_properties(c, self.count + 1 + i, self._classes, self._pixel_area_m2)
+                for i, c in enumerate(colonies)]  # fmt: skip
+        geometries = np.array(
+            [shapely.to_wkb(_multipolygon(placed_geometry(c, self._matrix))) for c in colonies],
+            dtype=object,
+        )
         fields = {
-            "id": np.arange(self.count + 1, self.count + n + 1, dtype=np.int64),
-            "class_index": np.empty(n, np.int32),
-            "class": np.empty(n, object),
-            "confidence": np.empty(n, np.float64),
-            "unsure": np.empty(n, bool),
-            "area_px": np.empty(n, np.int64),
-            "area_m2": np.full(n, np.nan),  # NaN: null (nan_as_null), the area unknown
-            "source": np.empty(n, object),
+            name: np.array([r[name] for r in rows], dtype=FIELD_TYPES[name]) for name in self.FIELDS
         }
-        for i, colony in enumerate(colonies):
-            placed = shapely.affinity.affine_transform(colony.geometry, self._matrix)
-            placed = shapely.orient_polygons(placed)  # as GeoJSONWriter: exterior CCW
-            geometries[i] = shapely.to_wkb(_multipolygon(placed))
-            area_px = colony.area_px
-            fields["class_index"][i] = colony.label
-            fields["class"][i] = self._classes[colony.label]
-            fields["confidence"][i] = round(colony.confidence, 4)
-            fields["unsure"][i] = colony.unsure
-            fields["area_px"][i] = area_px
-            if self._pixel_area_m2 is not None:
-                fields["area_m2"][i] = round(area_px * self._pixel_area_m2, 8)
-            fields["source"][i] = "+".join(colony.sources)
+        # None (the area unknown) is NaN in the float column, written as null (nan_as_null)
+        fields["area_m2"] = np.array(
+            [np.nan if r["area_m2"] is None else r["area_m2"] for r in rows], np.float64
+        )
         try:
             with warnings.catch_warnings():
                 # No CRS is meant for an image without georeference (pixel coordinates).
@@ -538,7 +533,7 @@ class GeoPackageWriter:
             self.abort()
             reason = getattr(exc, "strerror", None) or exc
             raise ImageWriteError(f"{self.path}: cannot write ({reason})") from None
-        self.count += n
+        self.count += len(colonies)
         self.unsure += sum(bool(c.unsure) for c in colonies)
 
     def commit(self) -> None:

@@ -102,7 +102,6 @@ survives TagLab's Project.save.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
@@ -120,7 +119,7 @@ from rasterio.transform import Affine
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from dataset.image_io import ImageWriteError
+from dataset.image_io import StreamedTextFile
 from exchange.regions import AnnotatedMap, Region
 from mosaic.seams import Colony
 
@@ -503,7 +502,6 @@ class TagLabWriter:
         self._next_id = 1  # the current map's next blob id
         self._frame = box(0, 0, 0, 0)  # the current map's extent
         self._with_confidence = False
-        self._temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         label_dict = {}
         for name, colour in labels:
             if name in label_dict:
@@ -521,12 +519,7 @@ class TagLabWriter:
             "dictionary_description": "",
             "labels": label_dict,
         }
-        try:
-            self._file = open(self._temporary, "w", encoding="utf-8")  # noqa: SIM115
-            self._file.write(json.dumps(header)[:-1] + ',\n "images": [')
-        except OSError as exc:
-            self._temporary.unlink(missing_ok=True)
-            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        self._file = StreamedTextFile(self.path, json.dumps(header)[:-1] + ',\n "images": [')
 
     def begin_map(
         self,
@@ -661,25 +654,13 @@ class TagLabWriter:
             "image_metadata_template": {},
             "markers": {},
         }
-        self._put("\n],\n " + json.dumps(tail)[1:] + "\n")
-        try:
-            self._file.close()
-            self._temporary.replace(self.path)
-        except OSError as exc:
-            self.abort()
-            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        self._file.commit("\n],\n " + json.dumps(tail)[1:] + "\n")
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-        self._temporary.unlink(missing_ok=True)
+        self._file.abort()
 
     def _put(self, text: str) -> None:
-        try:
-            self._file.write(text)
-        except OSError as exc:
-            self.abort()
-            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        self._file.write(text)
 
     def _blob(self, part: Polygon, label: str, colony: int, data: dict) -> dict:
         blob_id = self._next_id

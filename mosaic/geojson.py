@@ -10,17 +10,38 @@ into place when the collection is complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import shapely
 from rasterio.transform import Affine
+from shapely.geometry.base import BaseGeometry
 
-from dataset.image_io import ImageWriteError
+from dataset.image_io import StreamedTextFile
 from mosaic.seams import Colony
+
+
+def placed_geometry(colony: Colony, matrix: list[float]) -> BaseGeometry:
+    """The colony's polygon in the output's coordinates, exterior counter-clockwise."""
+    return shapely.orient_polygons(shapely.affinity.affine_transform(colony.geometry, matrix))
+
+
+def colony_properties(
+    colony: Colony, number: int, classes: list[str], pixel_area_m2: float | None
+) -> dict:
+    """The attributes every colonies file carries (GeoJSON here, GeoPackage in exchange/)."""
+    area_px = colony.area_px
+    return {
+        "id": number,
+        "class_index": colony.label,
+        "class": classes[colony.label],
+        "confidence": round(colony.confidence, 4),
+        "unsure": colony.unsure,
+        "area_px": area_px,
+        "area_m2": None if pixel_area_m2 is None else round(area_px * pixel_area_m2, 8),
+        "source": "+".join(colony.sources),
+    }
 
 
 class GeoJSONWriter:
@@ -29,7 +50,6 @@ class GeoJSONWriter:
         self.path = path
         self.count = 0
         self.unsure = 0
-        self._temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         t = transform
         self._matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
         self._classes = classes
@@ -41,58 +61,27 @@ class GeoJSONWriter:
                 "type": "name",
                 "properties": {"name": f"urn:ogc:def:crs:EPSG::{epsg}"},
             }
-        try:
-            self._file = open(self._temporary, "w", encoding="utf-8")  # noqa: SIM115
-            self._file.write(json.dumps(header)[:-1] + ', "features": [\n')
-        except OSError as exc:
-            self._temporary.unlink(missing_ok=True)
-            raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        self._file = StreamedTextFile(path, json.dumps(header)[:-1] + ', "features": [\n')
 
     def write(self, colonies: list[Colony]) -> None:
         lines = []
         for colony in colonies:
             self.count += 1
             self.unsure += colony.unsure
-            placed = shapely.affinity.affine_transform(colony.geometry, self._matrix)
-            placed = shapely.orient_polygons(placed)  # exterior counter-clockwise
-            area_px = colony.area_px
-            properties = {
-                "id": self.count,
-                "class_index": colony.label,
-                "class": self._classes[colony.label],
-                "confidence": round(colony.confidence, 4),
-                "unsure": colony.unsure,
-                "area_px": area_px,
-                "area_m2": None if self._pixel_area_m2 is None
-                else round(area_px * self._pixel_area_m2, 8),
-                "source": "+".join(colony.sources),
-            }  # fmt: skip
-            geometry = shapely.to_geojson(placed)
+            properties = colony_properties(colony, self.count, self._classes, self._pixel_area_m2)
+            geometry = shapely.to_geojson(placed_geometry(colony, self._matrix))
             lines.append(
                 f'{{"type": "Feature", "properties": {json.dumps(properties)}, '
                 f'"geometry": {geometry}}}'
             )
-        if not lines:
-            return
-        try:
+        if lines:
             self._file.write((",\n" if self.count > len(lines) else "") + ",\n".join(lines))
-        except OSError as exc:
-            self.abort()
-            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
 
     def commit(self) -> None:
-        try:
-            self._file.write("\n]}\n")
-            self._file.close()
-            self._temporary.replace(self.path)
-        except OSError as exc:
-            self.abort()
-            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        self._file.commit("\n]}\n")
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-        self._temporary.unlink(missing_ok=True)
+        self._file.abort()
 
 
 def read_features(path: Path) -> Iterator[dict]:
