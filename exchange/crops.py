@@ -209,7 +209,12 @@ def _annotated_area(annotated: AnnotatedMap, margin: int):
     if not len(parts):
         return shapely.Polygon()
     outlines = shapely.polygons(shapely.get_exterior_ring(parts))
-    return shapely.union_all(shapely.buffer(outlines, margin))
+    # Pixel-edge outlines (TagLab's, ours) are staircases of hundreds of vertices that make
+    # buffering slow (4 s for 576 colonies); 1 px of simplification is nothing beside the
+    # margin, which the simplified outline is then grown by 1 px more to keep covering.
+    if margin >= 1:
+        outlines = shapely.simplify(outlines, 1.0)
+    return shapely.union_all(shapely.buffer(outlines, margin + (margin >= 1), quad_segs=4))
 
 
 @dataclass
