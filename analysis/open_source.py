@@ -25,9 +25,8 @@ from analysis.sources import (
     SourceError,
     TwoStageOutput,
 )
+from exchange.open_maps import POLYGON_SUFFIXES, TAGLAB_SUFFIX, open_maps
 
-TAGLAB_SUFFIX = ".json"
-POLYGON_SUFFIXES = (".geojson", ".gpkg", ".shp")
 # The attribute our own colony writers (mosaic/geojson.py, exchange/gis.py) name the class by.
 DEFAULT_CLASS_FIELD = "class"
 # Polygons name their classes; they resolve through this taxonomy unless --classes says.
@@ -100,9 +99,6 @@ def _open_polygons(
         )
     info = classes if isinstance(classes, ClassInfo) else ClassInfo.load(
         classes or DEFAULT_CLASSES)  # fmt: skip
-    # Imported here: the GIS stack (pyogrio) is needed only for these inputs.
-    from exchange.open_maps import open_maps
-
     try:
         if suffix == TAGLAB_SUFFIX:
             maps = open_maps(path, area=area)

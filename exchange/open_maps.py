@@ -14,6 +14,7 @@ from mosaic.raster import header_facts
 log = logging.getLogger(__name__)
 
 TAGLAB_SUFFIX = ".json"
+POLYGON_SUFFIXES = (".geojson", ".gpkg", ".shp", ".kml", ".gml", ".fgb")
 
 
 class MapSourceError(ValueError):
@@ -45,15 +46,22 @@ def open_maps(
         if not maps:
             raise MapSourceError(f"{source}: the TagLab project has no map; add one in TagLab")
     else:
-        if polygons is None:
-            raise MapSourceError(
-                f"{source}: an orthomosaic needs its annotations: pass --polygons FILE (GeoJSON, "
-                "GeoPackage, shapefile) and --class-field NAME"
-            )
         facts = header_facts(source)
         if facts is None:
+            hint = (
+                " It looks like a polygon file: give the orthomosaic first and this file "
+                "with --polygons."
+                if source.suffix.lower() in POLYGON_SUFFIXES
+                else ""
+            )
             raise MapSourceError(
-                f"{source}: not an image GDAL can open (GeoTIFF, BigTIFF, COG, ...)"
+                f"{source}: neither a TagLab project (.json) nor an image GDAL can open "
+                f"(GeoTIFF, BigTIFF, COG, ...).{hint}"
+            )
+        if polygons is None:
+            raise MapSourceError(
+                f"{source}: an orthomosaic needs its annotations: pass --polygons FILE "
+                "(GeoJSON, GeoPackage, shapefile) and --class-field NAME"
             )
         height, width, _ = facts
         regions = read_regions(polygons, source, class_field, layer)
