@@ -1,4 +1,4 @@
-"""GIS polygon files onto an orthomosaic's pixel grid, and predicted colonies as a GeoPackage.
+"""GIS polygon files onto an orthomosaic's pixel grid (any OGR format, any CRS).
 
 Reading (read_regions, read_area): any layer OGR reads (GeoJSON, GeoPackage, shapefile,
 ...) through pyogrio's raw API, read once: one WKB array and the one attribute column
@@ -37,17 +37,11 @@ through the inverse of the raster's geotransform into the map's pixel coordinate
   read from a numeric column is its number as text ("3", not "3.0": OGR gives an
   integer column with nulls as floats).
 
-Writing (GeoPackageWriter): the interface and per-feature properties of
-mosaic/geojson.py's GeoJSONWriter, as a GeoPackage (QGIS's native format) with one
-MultiPolygon layer in the input's CRS (pixel coordinates and no CRS for an image without
-georeference), batches appended as colonies close, under a temporary name renamed into
-place on commit. GDAL gives the layer its R-tree spatial index.
+The GeoPackage of predicted colonies is written by mosaic/geopackage.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -64,26 +58,15 @@ from rasterio.errors import RasterioIOError
 from rasterio.transform import Affine
 from shapely.geometry.base import BaseGeometry
 
-from dataset.image_io import ImageWriteError
 from exchange.regions import Region
-from mosaic.geojson import colony_properties, placed_geometry
+from mosaic.geopackage import OGR_ERRORS
 from mosaic.raster import gdal_env, has_georeference, quiet_open
-from mosaic.seams import Colony
 
 # Longest edge, in raster pixels at the raster's centre, left as one straight segment
 # when reprojecting (module docstring: under 1e-4 px of deviation).
 DENSIFY_PX = 256
 _GEOJSON_PEEK = 1 << 20  # bytes read at each end of a GeoJSON file for its crs member
 SHOWN_FIDS = 10  # FIDs a warning or error lists before "..."
-# What OGR raises through pyogrio (RuntimeError subclasses, not OSError).
-_OGR_ERRORS = (
-    pyogrio.errors.DataSourceError,
-    pyogrio.errors.DataLayerError,
-    pyogrio.errors.FieldError,
-    pyogrio.errors.FeatureError,
-    pyogrio.errors.GeometryError,
-    pyogrio.errors.CRSError,
-)
 _POLYGON, _MULTIPOLYGON, _COLLECTION = 3, 6, 7  # shapely.get_type_id
 
 
@@ -160,7 +143,7 @@ def _read_polygons(
     where = f"{path} (layer {name!r})"
     try:
         info = pyogrio.read_info(path, layer=name)
-    except _OGR_ERRORS as exc:
+    except OGR_ERRORS as exc:
         raise GISError(f"{where}: OGR cannot read the layer ({exc})") from None
     field = None if class_field is None else _resolve_field(where, info, class_field)
     to_pixels, source_crs = _pixel_mapping(path, where, info, grid, layer_crs)
@@ -169,7 +152,7 @@ def _read_polygons(
             path, layer=name, columns=[] if field is None else [field],
             return_fids=True, force_2d=True,
         )  # fmt: skip
-    except _OGR_ERRORS as exc:
+    except OGR_ERRORS as exc:
         raise GISError(f"{where}: OGR cannot read the features ({exc})") from None
     total = len(fids)
     geometries = shapely.from_wkb(wkb, on_invalid="fix")  # unparseable WKB: None
@@ -226,7 +209,7 @@ def _raster_grid(raster: Path) -> _Grid:
 def _choose_layer(path: Path, layer: str | None) -> str:
     try:
         layers = pyogrio.list_layers(path)
-    except _OGR_ERRORS as exc:
+    except OGR_ERRORS as exc:
         raise GISError(
             f"{path}: OGR cannot open it as a vector file ({exc}); give a GeoJSON, "
             "GeoPackage or shapefile"
@@ -455,106 +438,3 @@ def _describe(crs: CRS | None) -> str:
 def _code(crs: CRS) -> str | None:
     authority = crs.to_authority()
     return f"{authority[0]}:{authority[1]}" if authority else None
-
-
-# The layer's column types, for the attributes of mosaic.geojson.colony_properties
-FIELD_TYPES = {"id": np.int64, "class_index": np.int32, "class": object,
-               "confidence": np.float64, "unsure": bool, "area_px": np.int64,
-               "area_m2": np.float64, "source": object}  # fmt: skip
-
-
-class GeoPackageWriter:
-    """Colonies as one MultiPolygon layer of a GeoPackage, streamed to disk (module
-    docstring); the interface and feature properties of GeoJSONWriter."""
-
-    FIELDS = ("id", "class_index", "class", "confidence", "unsure", "area_px", "area_m2",
-              "source")  # fmt: skip
-
-    def __init__(self, path: Path, transform: Affine, crs, classes: list[str],
-                 pixel_area_m2: float | None, name: str) -> None:  # fmt: skip
-        self.path = path = Path(path)
-        self.count = 0
-        self.unsure = 0
-        # A .gpkg name: GDAL warns about any other extension.
-        self._temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}.gpkg")
-        t = transform
-        self._matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
-        self._classes = classes
-        self._pixel_area_m2 = pixel_area_m2
-        self._layer = name
-        self._crs = crs.to_wkt() if crs is not None else None
-        self._temporary.unlink(missing_ok=True)  # a leftover of a killed run of this pid
-        # The layer is created now, empty, so that an image without colonies still gets
-        # it with its fields and CRS; every batch is then appended to it.
-        self._append(
-            [],
-            create=True,
-            # VERSION 1.2: GDAL before 3.7 (still in distributions' QGIS) warns on 1.4.
-            dataset_options={"VERSION": "1.2"},
-            layer_options={"SPATIAL_INDEX": "YES"},
-        )
-
-    def write(self, colonies: list[Colony]) -> None:
-        if colonies:
-            self._append(colonies, create=False)
-
-    def _append(self, colonies: list[Colony], create: bool, **options) -> None:
-        rows = [colony_properties(c, self.count + 1 + i, self._classes, self._pixel_area_m2)
-                for i, c in enumerate(colonies)]  # fmt: skip
-        geometries = np.array(
-            [shapely.to_wkb(_multipolygon(placed_geometry(c, self._matrix))) for c in colonies],
-            dtype=object,
-        )
-        fields = {
-            name: np.array([r[name] for r in rows], dtype=FIELD_TYPES[name]) for name in self.FIELDS
-        }
-        # None (the area unknown) is NaN in the float column, written as null (nan_as_null)
-        fields["area_m2"] = np.array(
-            [np.nan if r["area_m2"] is None else r["area_m2"] for r in rows], np.float64
-        )
-        try:
-            with warnings.catch_warnings():
-                # No CRS is meant for an image without georeference (pixel coordinates).
-                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-                raw.write(
-                    self._temporary,
-                    geometries,
-                    [fields[f] for f in self.FIELDS],
-                    list(self.FIELDS),
-                    layer=self._layer,
-                    driver="GPKG",
-                    geometry_type="MultiPolygon",
-                    crs=self._crs,
-                    promote_to_multi=True,
-                    append=not create,
-                    **options,
-                )
-        except (OSError, *_OGR_ERRORS) as exc:
-            self.abort()
-            reason = getattr(exc, "strerror", None) or exc
-            raise ImageWriteError(f"{self.path}: cannot write ({reason})") from None
-        self.count += len(colonies)
-        self.unsure += sum(bool(c.unsure) for c in colonies)
-
-    def commit(self) -> None:
-        try:
-            self._temporary.replace(self.path)
-        except OSError as exc:
-            self.abort()
-            raise ImageWriteError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
-
-    def abort(self) -> None:
-        # SQLite's side files exist only while a write is under way (a failed one).
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                Path(f"{self._temporary}{suffix}").unlink(missing_ok=True)
-
-
-def _multipolygon(geometry: BaseGeometry) -> BaseGeometry:
-    """One feature per colony, whatever its parts: the layer's type is MultiPolygon."""
-    if geometry.geom_type == "MultiPolygon":
-        return geometry
-    if geometry.geom_type == "Polygon":
-        return shapely.MultiPolygon([geometry])
-    parts = [p for p in shapely.get_parts(geometry) if p.geom_type == "Polygon"]
-    return shapely.MultiPolygon(parts)

@@ -24,10 +24,10 @@ import torch
 from rasterio.transform import Affine
 from tqdm import tqdm
 
-from exchange.gis import GeoPackageWriter
 from models.fusion import FusionSettings, fuse
 from mosaic.blend import Blender
 from mosaic.geojson import GeoJSONWriter
+from mosaic.geopackage import GeoPackageWriter
 from mosaic.ground import ground_pixel
 from mosaic.raster import IGNORE_INDEX, MapWriter, MosaicSource, gdal_env, header_facts
 from mosaic.seams import Piece, SeamMerger, mask_polygon

@@ -32,7 +32,8 @@ from rasterio.features import rasterize
 from rasterio.transform import Affine
 
 from dataset.image_io import ImageWriteError
-from exchange.gis import GeoPackageWriter, GISError, GISWarning, read_area, read_regions
+from exchange.gis import GISError, GISWarning, read_area, read_regions
+from mosaic.geopackage import GeoPackageWriter
 from mosaic.seams import Colony
 
 WIDTH, HEIGHT = 400, 300
