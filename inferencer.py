@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
@@ -31,6 +33,9 @@ from models.fusion import FusionSettings, Instance, fuse
 from models.mask_generator import CoralMaskGenerator, GeneratorSettings, Proposals
 from models.safe_checkpoint import safe_load
 from models.sam_openvino import choose_runtime, compile_image_encoder
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
 
 log = logging.getLogger("inferencer")
 
@@ -134,6 +139,46 @@ class SemanticSegmenter:
         return result.seg_logits.data.float().softmax(0)
 
 
+class LoadedSam(NamedTuple):
+    """A (CoralSCoP-)SAM ready for one device, as load_sam_for_device leaves it."""
+
+    sam: Sam  # on the device, in eval mode; its image encoder possibly replaced (see below)
+    use_category: bool  # the checkpoint has CoralSCoP's coral/background head
+    encoder_runtime: str  # 'openvino' or 'torch'
+    bf16: bool  # the image encoder runs in bf16 (on a GPU: under bf16 autocast)
+
+
+def load_sam_for_device(
+    checkpoint: str | Path | None,
+    device: str | torch.device | None = None,
+    encoder: dict | None = None,
+    encoder_runtime: str | None = None,
+    bf16: bool | None = None,
+) -> LoadedSam:
+    """Load CoralSCoP (or stock SAM) weights and set its image encoder up for `device`.
+
+    The one loading path of the toolkit's SAM users (the automatic generator below, the
+    CVAT click interactor in interactor/), so a runtime or precision rule changes for
+    all of them at once. checkpoint None: random weights (tests and demos, with a
+    warning). encoder: the image encoder's size (models.coralscop.SAM_VIT_B by default).
+    encoder_runtime: 'auto', 'openvino' (CPU only) or 'torch'; None reads
+    CORAL_SAM_ENCODER_RUNTIME. bf16: None decides as _wants_bf16 does. On a CPU only
+    the image encoder runs in bf16 (OpenVINO compiled for bf16, or PyTorch under CPU
+    autocast with an f32 result); prompt decoding stays f32. On a GPU the caller runs
+    under _autocast(device, bf16) where it wants bf16.
+    """
+    device = torch.device(device or default_device())
+    bf16 = _wants_bf16(device, bf16)
+    sam, use_category = load_coralscop(checkpoint, encoder)
+    runtime = choose_runtime(encoder_runtime, device)
+    if runtime == "openvino":
+        precision = "bf16" if bf16 else "f32"
+        sam.image_encoder = compile_image_encoder(sam.image_encoder, precision=precision)
+    elif bf16 and device.type == "cpu":
+        sam.image_encoder = Bf16ImageEncoder(sam.image_encoder)
+    return LoadedSam(sam.to(device), use_category, runtime, bf16)
+
+
 class CoralSCoPSegmenter:
     """CoralSCoP (or stock SAM) proposals, fused with semantic probabilities.
 
@@ -155,18 +200,11 @@ class CoralSCoPSegmenter:
         bf16: bool | None = None,
     ) -> None:
         self.device = torch.device(device or default_device())
-        self.bf16 = _wants_bf16(self.device, bf16)
-        on_cpu = self.device.type == "cpu"
-        sam, use_category = load_coralscop(checkpoint, encoder)
-        self.encoder_runtime = choose_runtime(encoder_runtime, self.device)
-        if self.encoder_runtime == "openvino":
-            precision = "bf16" if self.bf16 else "f32"
-            sam.image_encoder = compile_image_encoder(sam.image_encoder, precision=precision)
-        elif self.bf16 and on_cpu:
-            sam.image_encoder = Bf16ImageEncoder(sam.image_encoder)
+        loaded = load_sam_for_device(checkpoint, self.device, encoder, encoder_runtime, bf16)
+        self.bf16, self.encoder_runtime = loaded.bf16, loaded.encoder_runtime
         # a CPU decodes prompts in f32 whatever the encoder's precision, as with OpenVINO
-        self._generator_bf16 = self.bf16 and not on_cpu
-        self.generator = CoralMaskGenerator(sam.to(self.device), use_category, settings)
+        self._generator_bf16 = self.bf16 and self.device.type != "cpu"
+        self.generator = CoralMaskGenerator(loaded.sam, loaded.use_category, settings)
 
     def propose(self, image_rgb: np.ndarray) -> Proposals:
         with _autocast(self.device, self._generator_bf16):

@@ -31,7 +31,7 @@ really had (counted before NMS) and its items by source (SAM or the semantic fal
 random masks are noise, so NMS and clean-up may leave few) are reported, and the SAM
 items of the two paths are compared. The
 answers of the two paths are compared item by item as CVAT decodes them (masks matched
-by IoU). Threads: torch's default, i.e. the function's `cores_given()`. Prints a table
+by IoU). Threads: torch's default, i.e. models.cpu_precision.cores_given(). Prints a table
 and one JSON line; --out writes the JSON.
 """
 

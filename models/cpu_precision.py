@@ -112,3 +112,16 @@ def choose_cpu_precision(value: str | None = None, source: str = VARIABLE) -> Cp
     reason = f"bf16 was asked for, but {absent}: running in f32 instead (bf16 would be emulated)"
     log.warning(reason)
     return CpuPrecision(requested, "f32", reason)
+
+
+def cores_given() -> int:
+    """The CPU cores this process may use: its affinity, capped by a cgroup v2 quota
+    (a container started with --cpus=2 on a 64-core host sees 64 in os.cpu_count())."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the affinity is the limit
+    return max(1, cores or 1)

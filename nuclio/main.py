@@ -28,9 +28,6 @@ bf16 where they support it, whatever it says.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
 import os
 import sys
@@ -41,12 +38,11 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 FUNCTION_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FUNCTION_DIR))
 
-from dataset.image_io import ImageReadError, read_rgb  # noqa: E402  (the bundle's own copy)
+from request_body import BadRequest, image_bytes, json_body, read_image  # noqa: E402
 
 if TYPE_CHECKING:
     from inferencer import InferenceResult
@@ -55,13 +51,7 @@ if TYPE_CHECKING:
 SEGFORMER_WEIGHTS = FUNCTION_DIR / "best_segformer.pth"
 SEGFORMER_CONFIG = FUNCTION_DIR / "best_segformer_config.py"
 SAM_WEIGHTS = FUNCTION_DIR / "vit_b_coralscop.pth"
-# 1920x1920 quadrats are 3.7 MP; anything far above is refused rather than risking the GPU.
-MAX_PIXELS = int(os.environ.get("CORAL_MAX_PIXELS", 40_000_000))
 SEMANTIC_ONLY_VARIABLE = "CORAL_SEMANTIC_ONLY"
-
-
-class BadRequest(ValueError):
-    """The request cannot be served; answered with status 400."""
 
 
 def semantic_only_requested() -> bool:
@@ -138,19 +128,6 @@ def generator_settings():
         raise ValueError(f"function.yaml env CORAL_SAM_*: {exc}") from None
 
 
-def cores_given() -> int:
-    """The CPU cores this process may use: its affinity, capped by a cgroup v2 quota
-    (a container started with --cpus=2 on a 64-core host sees 64 in os.cpu_count())."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota readable: the affinity is the limit
-    return max(1, cores or 1)
-
-
 def cpu_precision() -> CpuPrecision:
     """CORAL_CPU_PRECISION from the function's env, checked against this CPU (f32 with a
     reason where bf16 is asked for and the CPU lacks it); a value other than f32 or bf16
@@ -180,6 +157,8 @@ def init_context(context) -> None:
     bf16 = None  # a GPU's default: bf16 where it is supported
     if device == "cpu":
         # one thread per core the function is given; more threads than cores only contend
+        from models.cpu_precision import cores_given
+
         torch.set_num_threads(cores_given())
         precision = cpu_precision()
         if precision.reason:
@@ -210,51 +189,9 @@ def init_context(context) -> None:
     context.logger.info(f"Ready: {len(model.classes) - 1} genera{encoder}")
 
 
-def _check_size(data: bytes) -> None:
-    """Refuse an oversized image from its size alone, before anything is decoded.
-
-    image_io's header check also reads the EXIF orientation, and for a PNG Pillow decodes
-    every pixel looking for an eXIf chunk after them (PngImageFile.getexif calls load()):
-    a 50 kB PNG of 20000 x 20000 pixels takes 400 MB there. The pixel count does not
-    depend on the orientation, so it is checked first from the bare size."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        # not a header Pillow reads: read_rgb refuses it without decoding a pixel (OpenCV
-        # would decode a Radiance HDR, PAM or PFM whole before its size were known)
-        return
-    if width * height > MAX_PIXELS:
-        raise BadRequest(
-            f'"image" has {width * height} pixels ({width} x {height}); the limit is '
-            f"{MAX_PIXELS} pixels (CORAL_MAX_PIXELS in function.yaml): send a smaller image, "
-            "or split it into tiles"
-        )
-
-
-def read_image(data: bytes) -> np.ndarray:
-    """(H, W, 3) uint8 RGB in the frame CVAT shows; BadRequest says what is wrong otherwise."""
-    _check_size(data)
-    try:
-        return read_rgb(data, max_pixels=MAX_PIXELS, name='"image"')
-    except ImageReadError as exc:
-        raise BadRequest(str(exc)) from None
-
-
 def decode_image(body) -> tuple[np.ndarray, float]:
-    if body is None or (isinstance(body, bytes | str) and not body.strip()):
-        raise BadRequest('the body is empty; send a JSON object {"image": <base64 image>}')
-    if isinstance(body, bytes | str):
-        try:
-            body = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not JSON: {exc}") from None
-    if not isinstance(body, dict) or "image" not in body:
-        raise BadRequest('the body must be a JSON object with "image" (base64 encoded)')
-    try:
-        data = base64.b64decode(body["image"], validate=True)
-    except (binascii.Error, TypeError, ValueError) as exc:
-        raise BadRequest(f'"image" is not valid base64: {exc}') from None
+    body = json_body(body)
+    data = image_bytes(body)
     try:
         threshold = float(body.get("threshold", 0.0))
     except (TypeError, ValueError):

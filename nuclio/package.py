@@ -1,4 +1,4 @@
-"""Validate a trained model and package it as a CVAT (Nuclio) function: nuclio.zip.
+"""Validate a trained model and package it as CVAT (Nuclio) functions: nuclio.zip.
 
 Called by deploy_as_zip.sh MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG SAM_WEIGHTS,
 or deploy_as_zip.sh --semantic-only MODEL_NAME SEGFORMER_WEIGHTS SEGFORMER_CONFIG.
@@ -6,9 +6,16 @@ Every input is checked before anything is written; the zip is built under a
 temporary name and moved into place at the end, so a failure leaves no partial
 zip and an existing nuclio.zip is replaced only by a complete one.
 
+The zip holds two function folders: nuclio/, the detector (pth-mmseg-<MODEL_NAME>: a
+whole frame pre-annotated), and nuclio-interactor/, the interactor (pth-click-<MODEL_NAME>:
+clicks -> one colony, CoralSCoP alone; nuclio/interactor/ in this repository). Each is a
+complete deploy folder with its own copy of the code and the SAM weights (Nuclio builds
+a function from one folder).
+
 A semantic-only bundle has no SAM weights; its function.yaml and function-gpu.yaml
 set CORAL_SEMANTIC_ONLY=1, which is what lets the function start without them
-(nuclio/main.py refuses to start without SAM weights otherwise).
+(nuclio/main.py refuses to start without SAM weights otherwise). It has no interactor,
+which is CoralSCoP.
 """
 
 from __future__ import annotations
@@ -25,9 +32,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FUNCTION_FILES = ("main.py", "serve.py", "make_payload.py", "function.yaml", "function-gpu.yaml")
+FUNCTION_FILES = ("main.py", "request_body.py", "serve.py", "make_payload.py", "function.yaml",
+                  "function-gpu.yaml")  # fmt: skip
 SOURCE_MODULES = ("inferencer.py", "settings.py")
 SOURCE_PACKAGES = ("dataset", "models")  # dataset/ holds image_io.py, the function's reader
+INTERACTOR_FOLDER = "nuclio-interactor"  # in the zip, beside nuclio/
+INTERACTOR_FILES = ("main.py", "function.yaml", "function-gpu.yaml")  # nuclio/interactor/
+INTERACTOR_SHARED = ("request_body.py", "serve.py", "make_payload.py")  # shared with nuclio/
+INTERACTOR_PACKAGES = ("dataset", "models", "interactor")
 # Kubernetes names: the function is pth-mmseg-<MODEL_NAME>, at most 63 characters.
 NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?")
 SEMANTIC_ONLY_ENV = {"name": "CORAL_SEMANTIC_ONLY", "value": "1"}
@@ -133,13 +145,18 @@ def project_labels(classes: list[str], palette: list[tuple[int, ...]]) -> list[d
     return labels
 
 
+def function_names(model_name: str) -> dict[str, str]:
+    """The two functions' Nuclio names (Kubernetes names: at most 63 characters)."""
+    return {"detector": f"pth-mmseg-{model_name}", "interactor": f"pth-click-{model_name}"}
+
+
 def render_function_yaml(
     template: Path, model_name: str, classes: list[str], semantic_only: bool = False
 ) -> str:
     import yaml
 
     spec = yaml.safe_load(template.read_text())
-    spec["metadata"]["name"] = f"pth-mmseg-{model_name}"
+    spec["metadata"]["name"] = function_names(model_name)["detector"]
     annotations = spec["metadata"]["annotations"]
     if semantic_only:
         annotations["name"] = f"{annotations['name']} [{model_name}, semantic only, no SAM]"
@@ -153,6 +170,21 @@ def render_function_yaml(
         annotations["name"] = f"{annotations['name']} [{model_name}]"
     annotations["spec"] = json.dumps(function_labels(classes), indent=2)
     spec["spec"]["build"]["image"] = f"cvat.pth.mmseg.{model_name}" + (
+        ".gpu" if "gpu" in template.name else ""
+    )
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+def render_interactor_yaml(template: Path, model_name: str) -> str:
+    """The interactor's function.yaml: its name and display name for this model; the
+    annotations CVAT reads are kept as written (nuclio/interactor/function.yaml)."""
+    import yaml
+
+    spec = yaml.safe_load(template.read_text())
+    spec["metadata"]["name"] = function_names(model_name)["interactor"]
+    annotations = spec["metadata"]["annotations"]
+    annotations["name"] = f"{annotations['name']} [{model_name}]"
+    spec["spec"]["build"]["image"] = f"cvat.pth.click.{model_name}" + (
         ".gpu" if "gpu" in template.name else ""
     )
     return yaml.safe_dump(spec, sort_keys=False)
@@ -192,12 +224,35 @@ def build_zip(model_name: str, checked: dict, output: Path) -> Path:
             archive.write(checked["weights"], "nuclio/best_segformer.pth", zipfile.ZIP_STORED)
             if checked["sam"] is not None:
                 archive.write(checked["sam"], "nuclio/vit_b_coralscop.pth", zipfile.ZIP_STORED)
+                _add_interactor(archive, model_name, checked["sam"])
         os.chmod(temporary, 0o644)  # mkstemp makes it private; a zip is for sharing
         os.replace(temporary, output)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return output
+
+
+def _add_interactor(archive: zipfile.ZipFile, model_name: str, sam_weights: Path) -> None:
+    """nuclio-interactor/: the click-to-segment function, a deploy folder of its own."""
+    import segment_anything
+
+    here = Path(__file__).resolve().parent
+    root = INTERACTOR_FOLDER
+    for name in INTERACTOR_FILES:
+        source = here / "interactor" / name
+        if name.startswith("function"):
+            archive.writestr(f"{root}/{name}", render_interactor_yaml(source, model_name))
+        else:
+            archive.write(source, f"{root}/{name}")
+    for name in INTERACTOR_SHARED:
+        archive.write(here / name, f"{root}/{name}")
+    for name in SOURCE_MODULES:
+        archive.write(REPO / name, f"{root}/{name}")
+    for package in INTERACTOR_PACKAGES:
+        _add_tree(archive, REPO / package, f"{root}/{package}")
+    _add_tree(archive, Path(segment_anything.__file__).parent, f"{root}/segment_anything")
+    archive.write(sam_weights, f"{root}/vit_b_coralscop.pth", zipfile.ZIP_STORED)
 
 
 def labels_json(checked: dict) -> str:
@@ -272,22 +327,31 @@ def main(argv: list[str] | None = None) -> int:
     except PackagingError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
-    name, model = f"pth-mmseg-{args.model_name}", args.model_name
+    names, model = function_names(args.model_name), args.model_name
     size = zip_path.stat().st_size / 2**20
     deploy = "nuctl deploy --project-name cvat --platform local --verbose --path"
     served = f"{len(checked['classes']) - 1} genera"
+    folders, deployed = ["nuclio"], [names["detector"]]
     if sam_weights is None:
-        served += ", semantic only (no SAM: one instance per genus region)"
+        served += ", semantic only (no SAM: one instance per genus region; no interactor)"
+    else:
+        served += f"; interactor {names['interactor']} (click-to-segment, CoralSCoP)"
+        folders.append(INTERACTOR_FOLDER)
+        deployed.append(names["interactor"])
+    serverless = f"/path/to/cvat/serverless/pytorch/mmseg/{model}"
     print(
-        f"Created {zip_path} ({size:.1f} MiB): function {name}, {served}.\n\n"
+        f"Created {zip_path} ({size:.1f} MiB): function {names['detector']}, {served}.\n\n"
         "Deploy, option 1 (CVAT's serverless folder):\n"
-        f"  unzip {zip_path.name} -d /path/to/cvat/serverless/pytorch/mmseg/{model}/\n"
-        f"  cd /path/to/cvat && {deploy} ./serverless/pytorch/mmseg/{model}/nuclio/\n"
-        "Deploy, option 2 (local bundle):\n"
+        f"  unzip {zip_path.name} -d {serverless}/\n"
+        + "".join(
+            f"  cd /path/to/cvat && {deploy} ./serverless/pytorch/mmseg/{model}/{f}/\n"
+            for f in folders
+        )  # fmt: skip
+        + "Deploy, option 2 (local bundle):\n"
         f"  mkdir -p nuclio_bundles/{model} && unzip {zip_path.name} -d nuclio_bundles/{model}/\n"
-        f"  {deploy} ./nuclio_bundles/{model}/nuclio/\n"
-        "GPU: add --file <bundle>/nuclio/function-gpu.yaml to nuctl deploy.\n"
-        f"Check: nuctl get function {name} --platform local\n"
+        + "".join(f"  {deploy} ./nuclio_bundles/{model}/{f}/\n" for f in folders)
+        + "GPU: add --file <bundle>/<folder>/function-gpu.yaml to nuctl deploy.\n"
+        f"Check: nuctl get function --platform local (lists {', '.join(deployed)})\n"
         f"Labels: paste {labels_path.name} into the CVAT project's Raw label editor (names "
         "match the function's exactly; confidence and unsure attributes kept)"
     )

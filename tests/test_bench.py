@@ -157,6 +157,19 @@ def test_orthomosaic_prepare_bench_smallest_setting(capsys):
     assert '"benchmark": "orthomosaic_prepare"' in capsys.readouterr().out
 
 
+def test_interactor_bench_smallest_setting(capsys, monkeypatch):
+    import interactor_bench
+
+    for name in ("main", "request_body"):  # another function's, imported by another test
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    result = interactor_bench.main(size=256, clicks=3, frames=6, sam="tiny", precisions="f32",
+                                   budget_mb=10)  # fmt: skip
+    (row,) = result["rows"]
+    assert row["first_click_s"] > 0 and row["later_median_s"] > 0 and row["encoder_s"] > 0
+    assert row["cache_peak_mib"] <= 10 and row["evictions"] >= 4  # 7 frames of 4 MiB, 2 kept
+    assert '"benchmark": "interactor"' in capsys.readouterr().out
+
+
 def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):
     import json
     import os

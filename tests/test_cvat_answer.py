@@ -171,7 +171,7 @@ def test_the_spec_and_the_labels_file_declare_what_the_function_answers(tmp_path
 
 def test_polygon_form_keeps_only_the_outer_boundary(served):
     """A ring of Porites round a sand patch: the mask form keeps the hole, the polygon
-    CVAT stores with conv_mask_to_poly cannot (the README says so)."""
+    CVAT stores with conv_mask_to_poly cannot (docs/cvat.md says so)."""
     function, model, labels = served
     main = function.main
     ring = np.zeros((60, 60), dtype=bool)

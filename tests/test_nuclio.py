@@ -372,7 +372,8 @@ def test_a_semantic_only_bundle_records_it_in_its_function_yaml(semantic_bundle)
         assert "semantic only, no SAM" in spec["metadata"]["annotations"]["name"]
     # serve.py (no Nuclio) sets the same env before the function starts; the shell wins
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORAL_")}
-    show = "import os, serve; print(os.environ['CORAL_SEMANTIC_ONLY'], serve.main.MAX_PIXELS)"
+    show = ("import os, serve, request_body; "
+            "print(os.environ['CORAL_SEMANTIC_ONLY'], request_body.MAX_PIXELS)")  # fmt: skip
     for shell, expected in (({}, "1 40000000"), ({"CORAL_SEMANTIC_ONLY": "0"}, "0 40000000")):
         shown = subprocess.run([sys.executable, "-c", show], cwd=semantic_bundle,
                                env={**env, **shell}, capture_output=True, text=True)  # fmt: skip
