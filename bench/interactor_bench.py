@@ -159,7 +159,10 @@ def main(size: int = 1920, clicks: int = 50, frames: int = 100, sam: str = "vit_
     from models.cpu_precision import choose_cpu_precision
 
     rows = []
-    cwd, path = Path.cwd(), list(sys.path)
+    from models import coralscop
+
+    # sam="tiny" puts a tiny encoder in ViT-B's place for this run only (make_bundle)
+    cwd, path, vit_b = Path.cwd(), list(sys.path), coralscop.SAM_VIT_B
     with tempfile.TemporaryDirectory(prefix="interactor-bench-") as folder:
         bundle = make_bundle(Path(folder) / "nuclio-interactor", sam)
         sys.path.insert(0, str(bundle))
@@ -184,6 +187,7 @@ def main(size: int = 1920, clicks: int = 50, frames: int = 100, sam: str = "vit_
                       flush=True)  # fmt: skip
         finally:  # this process (a test's) goes on without the bundle
             os.chdir(cwd)
+            coralscop.SAM_VIT_B = vit_b
             sys.path[:] = path
             for name in ("main", "request_body"):
                 sys.modules.pop(name, None)

@@ -22,6 +22,7 @@ def make_bundle(folder: Path, semantic_checkpoint: Path) -> Path:
 
     folder.mkdir(parents=True)
     shutil.copy(ROOT / "nuclio" / "main.py", folder / "main.py")
+    shutil.copy(ROOT / "nuclio" / "request_body.py", folder / "request_body.py")
     shutil.copy(semantic_checkpoint, folder / "best_segformer.pth")
     Config.fromfile(str(CONFIG), import_custom_modules=False).dump(
         str(folder / "best_segformer_config.py")
@@ -39,6 +40,9 @@ def load_function(folder: Path):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     saved = list(sys.path)
+    # the bundle's request_body.py reads CORAL_MAX_PIXELS when imported: each function
+    # instance gets its own, as each Nuclio function process does
+    sys.modules.pop("request_body", None)
     try:
         spec.loader.exec_module(module)
     finally:

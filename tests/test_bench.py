@@ -168,6 +168,9 @@ def test_interactor_bench_smallest_setting(capsys, monkeypatch):
     assert row["first_click_s"] > 0 and row["later_median_s"] > 0 and row["encoder_s"] > 0
     assert row["cache_peak_mib"] <= 10 and row["evictions"] >= 4  # 7 frames of 4 MiB, 2 kept
     assert '"benchmark": "interactor"' in capsys.readouterr().out
+    from models import coralscop
+
+    assert coralscop.SAM_VIT_B["embed_dim"] == 768  # the smoke's tiny SAM did not stay behind
 
 
 def test_gpu_session_script_runs_every_benchmark_in_smoke_mode(tmp_path):

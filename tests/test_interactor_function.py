@@ -202,3 +202,24 @@ def test_without_coralscop_weights_the_function_refuses_to_start(packaged, tmp_p
     run = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True)
     assert run.returncode != 0
     assert "vit_b_coralscop.pth is missing" in run.stdout + run.stderr
+
+
+def test_make_payload_writes_the_body_cvat_sends_and_the_handler_answers_it(
+    packaged, function, tmp_path
+):
+    """docs/cvat.md's try-it-without-Nuclio commands: make_payload.py --positive/--negative."""
+    import subprocess
+
+    image = tmp_path / "quadrat.png"
+    image.write_bytes(base64.b64decode(_frame()))
+    run = subprocess.run(
+        [sys.executable, "make_payload.py", str(image), "--positive", "128,130",
+         "--negative", "20,20", "--box", "60,60,200,200", "--output", str(tmp_path / "p.json")],
+        cwd=packaged / "nuclio-interactor", capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    body = json.loads((tmp_path / "p.json").read_text())
+    assert body["pos_points"] == [[128.0, 130.0]] and body["neg_points"] == [[20.0, 20.0]]
+    assert body["obj_bbox"] == [[60.0, 60.0], [200.0, 200.0]]
+    status, answer = _call(function, body)
+    assert status == 200 and len(consume_masks(answer, 256, 256).objects) <= 1
