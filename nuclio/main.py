@@ -28,7 +28,6 @@ bf16 where they support it, whatever it says.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -42,7 +41,7 @@ import numpy as np
 FUNCTION_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FUNCTION_DIR))
 
-from request_body import BadRequest, image_bytes, json_body, read_image  # noqa: E402
+from request_body import BadRequest, image_bytes, json_body, read_image, respond  # noqa: E402
 
 if TYPE_CHECKING:
     from inferencer import InferenceResult
@@ -239,11 +238,6 @@ def _timing(result, instances: int, started: float) -> str:
     )
 
 
-def _respond(context, payload, status: int):
-    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json",
-                            status_code=status)  # fmt: skip
-
-
 def handler(context, event):
     try:
         started = time.perf_counter()
@@ -256,10 +250,10 @@ def handler(context, event):
         context.logger.info(
             f"{image.shape[1]}x{image.shape[0]}: {_timing(result, len(answer), started)}"
         )
-        return _respond(context, answer, 200)
+        return respond(context, answer, 200)
     except BadRequest as exc:
         context.logger.warn(f"Bad request: {exc}")
-        return _respond(context, {"error": str(exc)}, 400)
+        return respond(context, {"error": str(exc)}, 400)
     except Exception as exc:  # answered, logged, and the function keeps serving
         context.logger.error(f"Inference failed: {exc}\n{traceback.format_exc()}")
-        return _respond(context, {"error": f"inference failed: {type(exc).__name__}: {exc}"}, 500)
+        return respond(context, {"error": f"inference failed: {type(exc).__name__}: {exc}"}, 500)

@@ -79,22 +79,7 @@ def read_image(data: bytes) -> np.ndarray:
         raise BadRequest(str(exc)) from None
 
 
-def decode_image(body) -> tuple[np.ndarray, float]:
-    if body is None or (isinstance(body, bytes | str) and not body.strip()):
-        raise BadRequest('the body is empty; send a JSON object {"image": <base64 image>}')
-    if isinstance(body, bytes | str):
-        try:
-            body = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not JSON: {exc}") from None
-    if not isinstance(body, dict) or "image" not in body:
-        raise BadRequest('the body must be a JSON object with "image" (base64 encoded)')
-    try:
-        data = base64.b64decode(body["image"], validate=True)
-    except (binascii.Error, TypeError, ValueError) as exc:
-        raise BadRequest(f'"image" is not valid base64: {exc}') from None
-    try:
-        threshold = float(body.get("threshold", 0.0))
-    except (TypeError, ValueError):
-        raise BadRequest('"threshold" must be a number') from None
-    return read_image(data), threshold
+def respond(context, payload, status: int):
+    """Nuclio's response: the payload as JSON, with its status."""
+    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json",
+                            status_code=status)  # fmt: skip

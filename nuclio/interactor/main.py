@@ -22,7 +22,6 @@ to start, as the detector does.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 
 FUNCTION_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FUNCTION_DIR))
+
+from request_body import BadRequest, check_size, image_bytes, json_body, read_image, respond  # noqa: E402
 
 from interactor.answer import NOTHING_FOUND, answer  # noqa: E402  (the bundle's own copy)
 from interactor.cache import EmbeddingCache, cache_budget_bytes  # noqa: E402
@@ -41,7 +42,6 @@ from interactor.clicks import (  # noqa: E402
     SamClickPredictor,
     parse_prompt,
 )
-from request_body import BadRequest, check_size, image_bytes, json_body, read_image  # noqa: E402
 
 SAM_WEIGHTS = FUNCTION_DIR / "vit_b_coralscop.pth"
 CHOOSE_VARIABLE = "CORAL_INTERACTOR_CHOOSE"
@@ -91,11 +91,6 @@ def init_context(context) -> None:
     )
 
 
-def _respond(context, payload, status: int):
-    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json",
-                            status_code=status)  # fmt: skip
-
-
 def handler(context, event):
     try:
         started = time.perf_counter()
@@ -113,10 +108,10 @@ def handler(context, event):
             f"{time.perf_counter() - started:.3f} s"
             f"{' (image encoder ran)' if result.encoder_ran else ' (cached embedding)'}"
         )
-        return _respond(context, reply, 200)
+        return respond(context, reply, 200)
     except (BadRequest, BadPrompt) as exc:
         context.logger.warn(f"Bad request: {exc}")
-        return _respond(context, {"error": str(exc)}, 400)
+        return respond(context, {"error": str(exc)}, 400)
     except Exception as exc:  # answered, logged, and the function keeps serving
         context.logger.error(f"Interaction failed: {exc}\n{traceback.format_exc()}")
-        return _respond(context, {"error": f"interaction failed: {type(exc).__name__}: {exc}"}, 500)
+        return respond(context, {"error": f"interaction failed: {type(exc).__name__}: {exc}"}, 500)
