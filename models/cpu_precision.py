@@ -125,3 +125,21 @@ def cores_given() -> int:
     except (OSError, ValueError):
         pass  # no cgroup v2 quota readable: the affinity is the limit
     return max(1, cores or 1)
+
+
+def function_device(logger) -> tuple[str, bool | None]:
+    """A CVAT function's device and bf16 setting (nuclio/main.py and nuclio/interactor/):
+    cuda:0 where there is a GPU (bf16 None: wherever the GPU supports it); else the CPU,
+    one torch thread per core the container is given (more only contend), in
+    CORAL_CPU_PRECISION checked against this CPU (a warning and f32 where bf16 is asked
+    for and missing). logger: Nuclio's context.logger."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda:0", None
+    torch.set_num_threads(cores_given())
+    precision = choose_cpu_precision()
+    if precision.reason:
+        logger.warn(f"CORAL_CPU_PRECISION: {precision.reason}")
+    logger.info(f"CPU: {torch.get_num_threads()} threads, {precision.used}")
+    return "cpu", precision.used == "bf16"

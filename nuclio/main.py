@@ -45,7 +45,6 @@ from request_body import BadRequest, image_bytes, json_body, read_image, respond
 
 if TYPE_CHECKING:
     from inferencer import InferenceResult
-    from models.cpu_precision import CpuPrecision
 
 SEGFORMER_WEIGHTS = FUNCTION_DIR / "best_segformer.pth"
 SEGFORMER_CONFIG = FUNCTION_DIR / "best_segformer_config.py"
@@ -127,17 +126,7 @@ def generator_settings():
         raise ValueError(f"function.yaml env CORAL_SAM_*: {exc}") from None
 
 
-def cpu_precision() -> CpuPrecision:
-    """CORAL_CPU_PRECISION from the function's env, checked against this CPU (f32 with a
-    reason where bf16 is asked for and the CPU lacks it); a value other than f32 or bf16
-    is a ValueError that names the variable."""
-    from models.cpu_precision import choose_cpu_precision
-
-    return choose_cpu_precision()
-
-
 def init_context(context) -> None:
-    import torch
 
     semantic_only = semantic_only_requested()
     try:
@@ -145,25 +134,14 @@ def init_context(context) -> None:
     except FileNotFoundError as exc:
         context.logger.error(f"The function cannot start: {exc}")
         raise
-    from models.cpu_precision import requested_precision
+    from models.cpu_precision import function_device, requested_precision
 
     try:
         requested_precision()  # a wrong value stops the function on any device, GPUs too
     except ValueError as exc:
         context.logger.error(f"The function cannot start: {exc}")
         raise
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    bf16 = None  # a GPU's default: bf16 where it is supported
-    if device == "cpu":
-        # one thread per core the function is given; more threads than cores only contend
-        from models.cpu_precision import cores_given
-
-        torch.set_num_threads(cores_given())
-        precision = cpu_precision()
-        if precision.reason:
-            context.logger.warn(f"CORAL_CPU_PRECISION: {precision.reason}")
-        bf16 = precision.used == "bf16"
-        context.logger.info(f"CPU: {torch.get_num_threads()} threads, {precision.used}")
+    device, bf16 = function_device(context.logger)
     if semantic_only:
         context.logger.info(
             f"Loading the semantic model on {device}; {SEMANTIC_ONLY_VARIABLE}=1: no SAM, "

@@ -340,11 +340,13 @@ def function(monkeypatch):
 
 def test_the_function_reads_coral_cpu_precision(function, monkeypatch, bf16_cpu):
     main, made = function
+    from models.cpu_precision import choose_cpu_precision  # what function_device reads
+
     monkeypatch.delenv("CORAL_CPU_PRECISION", raising=False)
-    assert main.cpu_precision().used == "f32"
+    assert choose_cpu_precision().used == "f32"
     main.init_context(_Context())
     monkeypatch.setenv("CORAL_CPU_PRECISION", "bf16")
-    assert main.cpu_precision().used == "bf16"
+    assert choose_cpu_precision().used == "bf16"
     context = _Context()
     main.init_context(context)
     assert [m["cpu_precision"] for m in made] == ["f32", "bf16"]

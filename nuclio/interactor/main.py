@@ -56,7 +56,6 @@ def choice() -> str:
 
 
 def init_context(context) -> None:
-    import torch
 
     if not SAM_WEIGHTS.is_file():
         # untrained SAM weights would answer with meaningless masks: refuse to start instead
@@ -67,7 +66,7 @@ def init_context(context) -> None:
         )
         context.logger.error(f"The function cannot start: {message}")
         raise FileNotFoundError(message)
-    from models.cpu_precision import choose_cpu_precision, cores_given, requested_precision
+    from models.cpu_precision import function_device, requested_precision
 
     try:
         requested_precision()  # a wrong value stops the function on any device
@@ -75,14 +74,7 @@ def init_context(context) -> None:
     except ValueError as exc:
         context.logger.error(f"The function cannot start: {exc}")
         raise
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    bf16 = None  # a GPU's default: bf16 where it is supported
-    if device == "cpu":
-        torch.set_num_threads(cores_given())
-        precision = choose_cpu_precision(None)
-        if precision.reason:
-            context.logger.warn(f"CORAL_CPU_PRECISION: {precision.reason}")
-        bf16 = precision.used == "bf16"
+    device, bf16 = function_device(context.logger)
     predictor = SamClickPredictor.load(str(SAM_WEIGHTS), device, bf16=bf16)
     context.user_data.segmenter = ClickSegmenter(predictor, EmbeddingCache(budget), chosen)
     context.logger.info(
