@@ -51,7 +51,7 @@ def test_a_runs_predictions_become_a_taglab_project_colony_for_colony(
     monkeypatch.setattr(coralscop, "SAM_VIT_B", coralscop.SAM_TINY)
     inputs = tmp_path / "in"
     write_mosaic(inputs / "ortho.tif", [_quadrat(128, s) for s in range(3)], height=180, width=200)
-    cv2.imwrite(str(inputs / "photo.png"), _quadrat(96, 7))
+    assert cv2.imwrite(str(inputs / "photo.png"), _quadrat(96, 7))
     # a camera JPEG stored landscape, shown portrait (EXIF Orientation 6), dated
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -112,7 +112,7 @@ def test_a_runs_predictions_become_a_taglab_project_colony_for_colony(
 def test_maps_over_taglabs_limit_are_named_and_the_rest_written(tmp_path):
     small, large = tmp_path / "small.png", tmp_path / "large.png"
     for path in (small, large):
-        cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
+        assert cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
     records = {
         "small": {"image": {"file_name": "small.png", "height": 8, "width": 8},
                   "annotations": []},

@@ -40,7 +40,7 @@ W, H = 120, 80
 @pytest.fixture
 def image(tmp_path):
     path = tmp_path / "ortho.png"
-    cv2.imwrite(str(path), np.zeros((H, W, 3), np.uint8))
+    assert cv2.imwrite(str(path), np.zeros((H, W, 3), np.uint8))
     return path
 
 
@@ -282,7 +282,7 @@ def taglab_saved_project(tmp_path) -> tuple:
     taglab = tmp_path / "TagLab"
     (taglab / "projects").mkdir(parents=True)
     (taglab / "maps").mkdir()
-    cv2.imwrite(str(taglab / "maps" / "plot.png"), np.zeros((30, 40, 3), np.uint8))
+    assert cv2.imwrite(str(taglab / "maps" / "plot.png"), np.zeros((30, 40, 3), np.uint8))
     label = {"id": "Porites", "name": "Porites", "description": None, "fill": [0, 0, 255],
              "border": [200, 200, 200], "visible": True}  # fmt: skip
     # A 4 x 3 block of pixels, columns 2..5, rows 1..3, as TagLab's find_contours at 0.6
