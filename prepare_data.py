@@ -63,6 +63,7 @@ def main(
     test_maps=None,
     image_format: str = "jpg",
     nodata: int | None = None,
+    view: str | None = None,
 ) -> None:
     """Prepare DATASET_NAME into <CORAL_DATA_ROOT>/<name without _fo>.
 
@@ -97,6 +98,8 @@ def main(
         test_maps: orthomosaics with --split-by map: maps for test (comma list).
         image_format: orthomosaics: jpg (quality 95) or png (lossless) crops.
         nodata: orthomosaics: stored value of the collar outside the mosaic.
+        view: FiftyOne datasets: prepare this saved view of the dataset (e.g. the labelled
+            samples of an annotation loop) instead of all of it.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.captureWarnings(True)  # the readers' warnings (a skipped line, a repaired polygon)
@@ -128,7 +131,7 @@ def main(
             prepare_maps(maps, name or source.stem, settings, crops, overwrite)
             return
         prepared = prepare_dataset(
-            str(dataset_name), settings, overwrite, skip_unsplit, skip_missing, line_width
+            str(dataset_name), settings, overwrite, skip_unsplit, skip_missing, line_width, view
         )
     except (PrepareError, UnknownLabelsError, FileNotFoundError, *MAP_ERRORS) as exc:
         logging.getLogger("prepare_data").error("%s", exc)

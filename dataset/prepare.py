@@ -413,9 +413,11 @@ def prepare_dataset(
     skip_unsplit: bool = False,
     skip_missing: bool = False,
     line_width: float = 3.0,
+    view: str | None = None,
 ) -> Prepared:
     """Export `dataset_name` as an MMSegmentation dataset folder: its path and the samples
-    left out because their image could not be read (only with skip_missing)."""
+    left out because their image could not be read (only with skip_missing). view: a saved
+    view of the dataset to prepare instead of all of it (same output folder)."""
     started = time.perf_counter()
     taxonomy = load_taxonomy(settings.taxonomy)
     target = absolute(Path(settings.data_root) / output_name(dataset_name, taxonomy.name))
@@ -423,6 +425,14 @@ def prepare_dataset(
     check_target(target, overwrite)
     log.info("Loading FiftyOne dataset: %s", dataset_name)
     dataset = load_fiftyone_dataset(dataset_name)
+    if view:
+        if not dataset.has_saved_view(view):
+            raise PrepareError(
+                f"Dataset {dataset_name!r} has no saved view {view!r}; "
+                f"its saved views: {dataset.list_saved_views() or 'none'}"
+            )
+        log.info("Saved view %s", view)
+        dataset = dataset.load_saved_view(view)
     jobs = collect_jobs(dataset, settings, taxonomy, skip_unsplit)
     per_split = Counter(j.split for j in jobs)
     log.info("Found %d samples (%s)", len(jobs), ", ".join(f"{s}: {per_split[s]}" for s in SPLITS))
