@@ -123,8 +123,12 @@ def run_send(args: argparse.Namespace, loop_dir: Path) -> int:
         print(f"Sent to CVAT as annotation run {where[5:]}. When the jobs are done:\n"
               f"  python annotate.py receive {args.dataset} --from-cvat")  # fmt: skip
     else:
-        print(f"Wrote {where}: in CVAT, create a task with the labels of cvat_labels.json and "
-              "these images, upload this zip as annotations (CVAT 1.1), correct, export as "
+        from annotation.state import load_state
+
+        labels = loop_dir / load_state(loop_dir).round().name / "cvat_labels.json"
+        print(f"Wrote {where} (the images and their predicted colonies). In CVAT: create a task "
+              f"with the labels of {labels} and the images in the zip's images/ folder, "
+              "Upload annotations (CVAT 1.1) with this zip, correct, export the task as "
               f"CVAT for images 1.1, then:\n  python annotate.py receive {args.dataset} "
               "--export <the exported zip>")  # fmt: skip
     return 0

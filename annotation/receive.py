@@ -95,7 +95,13 @@ def _received_shapes(dataset, loop_round: Round, sent: dict, settings: ReceiveSe
     if anno_key not in dataset.list_annotation_runs():
         raise LoopError(f"dataset {dataset.name!r} has no CVAT annotation run {anno_key!r}")
     view = dataset.select(loop_round.chosen)
-    view.load_annotations(anno_key, dest_field=RECEIVED_FIELD, unexpected="keep")
+    unexpected = view.load_annotations(anno_key, dest_field=RECEIVED_FIELD, unexpected="return")
+    if unexpected and any(unexpected.values()):
+        kinds = ", ".join(f"{len(v)} {k}" for k, v in unexpected.items() if v)
+        raise LoopError(
+            f"CVAT task {anno_key} holds shapes the dataset cannot take ({kinds}); redraw them "
+            "as polygons or masks in CVAT, then receive again"
+        )
     ids, labels = view.values(["id", RECEIVED_FIELD])
     return {
         i: (list(v.polylines) if v is not None else []) for i, v in zip(ids, labels, strict=True)

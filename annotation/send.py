@@ -29,6 +29,7 @@ from dataset.image_io import ImageReadError, read_header, read_rgb, write_bytes_
 log = logging.getLogger("annotate")
 PREDICTIONS_FIELD = "loop_predictions"
 SENT_FILE = "sent.json"
+LABELS_FILE = "cvat_labels.json"
 
 
 def _entry(name: str, filepath: str, width: int, height: int, polylines) -> dict:
@@ -95,11 +96,7 @@ def send(dataset_name: str, loop_dir: Path, archive: str | None = None, cvat: bo
     paths = dict(zip(*view.values(["id", "filepath"]), strict=True))
     if cvat:
         anno_key = round_tag(loop_round.number)
-        options = dict(cvat_options or {})
-        view.annotate(
-            anno_key, backend="cvat", label_field=PREDICTIONS_FIELD, label_type="polylines",
-            classes=classes, task_name=f"{dataset_name} {anno_key}", **options,
-        )  # fmt: skip
+        upload_to_cvat(dataset, view, anno_key, classes, dict(cvat_options or {}))
         loop_round.sent_to = f"cvat:{anno_key}"
         sent = {}
         for sample_id in loop_round.chosen:
@@ -117,8 +114,45 @@ def send(dataset_name: str, loop_dir: Path, archive: str | None = None, cvat: bo
             for name, sample_id in names.items()
         }  # fmt: skip
     write_bytes_atomic(folder / SENT_FILE, (json.dumps(sent, indent=1) + "\n").encode())
+    write_labels(state, folder / LABELS_FILE)
     finish(loop_dir, state, loop_round, "sent")
     return loop_round.sent_to
+
+
+def upload_to_cvat(dataset, view, anno_key: str, classes: list[str], options: dict) -> None:
+    """A CVAT task of the round's images with the predictions as shapes to correct, through
+    FiftyOne's annotation API (which records the run `anno_key` for load_annotations).
+    Shape attributes stay out, as in the archive. A failure (server unreachable, login
+    refused) leaves no half-registered run behind and names the server."""
+    import fiftyone as fo
+
+    url = options.get("url") or fo.annotation_config.backends.get("cvat", {}).get("url")
+    try:
+        view.annotate(
+            anno_key, backend="cvat", label_field=PREDICTIONS_FIELD, label_type="polylines",
+            classes=classes, attributes=False, task_name=f"{dataset.name} {anno_key}",
+            **options,
+        )  # fmt: skip
+    except Exception as exc:  # requests' errors, CVAT's refusals: all end the send the same way
+        if anno_key in dataset.list_annotation_runs():
+            dataset.delete_annotation_run(anno_key)
+        raise LoopError(
+            f"CVAT at {url} did not take round {anno_key} ({type(exc).__name__}: {exc}). "
+            "Check FIFTYONE_CVAT_URL, FIFTYONE_CVAT_USERNAME and FIFTYONE_CVAT_PASSWORD in "
+            ".env, or send without --cvat to write the archive instead"
+        ) from None
+
+
+def write_labels(state, target: Path) -> None:
+    """The CVAT labels of the taxonomy (names, colours, the detector's attributes), for the
+    task's Raw label editor: the same list deploy_as_zip.sh writes, so one CVAT project
+    serves the CVAT functions and the loop's rounds."""
+    from dataset.taxonomy import load_taxonomy
+    from nuclio.package import project_labels
+
+    taxonomy = load_taxonomy(state.taxonomy)
+    labels = project_labels(list(taxonomy.classes), [tuple(c) for c in taxonomy.palette])
+    write_bytes_atomic(target, (json.dumps(labels, indent=2) + "\n").encode())
 
 
 def _taxonomy_classes(state) -> list[str]:

@@ -160,6 +160,38 @@ def test_an_interrupted_scoring_goes_on_from_the_last_whole_line(tmp_path, monke
     assert scored.features["s4"] == pytest.approx(np.ones(3) / math.sqrt(3))
 
 
+def test_an_unreadable_candidate_is_named_in_the_ranking_and_never_picked(tmp_path):
+    import cv2
+
+    from annotation.rank import write_ranking
+
+    good = []
+    for index in range(4):
+        path = tmp_path / f"quadrat_{index}.jpg"
+        assert cv2.imwrite(str(path), np.full((16, 16, 3), 40 * index, np.uint8))
+        good.append(PoolSample(f"s{index}", str(path)))
+    cut = tmp_path / "cut_short.jpg"
+    cut.write_bytes(Path(good[0].filepath).read_bytes()[:200])  # a transfer that stopped
+    broken = PoolSample("broken", str(cut))
+    vectors = iter(np.eye(5, dtype=np.float32))
+
+    class Scorer:
+        def __call__(self, image):
+            return ImageScores(float(image.mean()) / 255, 0.1, 0.5, 1, 0.0, next(vectors))
+
+    pool = Pool([good[0], broken, *good[1:]], [])
+    scored = score_pool(pool, Scorer, tmp_path / "scores.jsonl")
+    assert "cut_short.jpg" in scored.rows["broken"]["error"]
+    settings = RankSettings(budget=10, strategy="uncertainty")
+    usable, chosen = choose(pool, scored, settings)
+    write_ranking(tmp_path / "ranking.csv", pool, scored, usable, chosen, settings)
+    with open(tmp_path / "ranking.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["sample_id"] for r in rows] == ["s3", "s2", "s1", "s0", "broken"]
+    assert rows[-1]["rank"] == "" and rows[-1]["picked"] == "0"
+    assert "cut_short.jpg" in rows[-1]["error"]
+
+
 # ------------------------------------------------------------------ whole rounds, as run
 
 
@@ -440,13 +472,36 @@ def test_a_second_receive_of_the_same_round_is_refused(loop, received, caplog):
     assert (loop["loop_dir"] / "rounds.csv").stat().st_mtime_ns == mtime
 
 
-def test_the_next_round_ranks_with_the_fine_tuned_model(loop, received):
+@pytest.fixture(scope="module")
+def second_round(loop, received):
     assert annotate("rank", loop["name"], "--loop-dir", loop["loop_dir"], "--budget", 2,
-                    "--strategy", "random", "--device", "cpu") == 0  # fmt: skip
-    state = _loop_json(loop)
+                    "--strategy", "random") == 0  # fmt: skip
+    return _loop_json(loop)
+
+
+def test_the_next_round_ranks_with_the_fine_tuned_model(second_round):
+    state = second_round
     assert state["rounds"][1]["checkpoint"] == state["rounds"][0]["new_checkpoint"]
     first = set(state["rounds"][0]["chosen"])
     assert len(state["rounds"][1]["chosen"]) == 2 and not first & set(state["rounds"][1]["chosen"])
+
+
+def test_a_cvat_server_out_of_reach_is_named_and_the_round_stays_unsent(loop, second_round):
+    """The live path runs FiftyOne's annotation API for real up to the connection: the
+    label schema passes FiftyOne's checks, the unreachable server is named, no half
+    registered run stays behind, and the archive can still be written afterwards."""
+    from annotation.send import send
+    from annotation.state import LoopError
+
+    # FiftyOne reads FIFTYONE_CVAT_* once, at import: the login goes in as arguments here
+    login = dict(url="http://127.0.0.1:9", username="nobody", password="nothing")
+    with pytest.raises(LoopError, match="CVAT at http://127.0.0.1:9 did not take") as failed:
+        send(loop["name"], loop["loop_dir"], cvat=True, cvat_options=login)
+    assert "ConnectionError" in str(failed.value)
+    assert "round_2" not in loop["dataset"].list_annotation_runs()
+    assert "sent" not in _loop_json(loop)["rounds"][1]["steps"]
+    assert annotate("send", loop["name"], "--loop-dir", loop["loop_dir"]) == 0
+    assert (loop["loop_dir"] / "round_2" / "cvat_round_2.zip").is_file()
 
 
 def test_the_demos_annotation_loop_runs_as_written(tmp_path, random_semantic_checkpoint):

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # scripts whose flags are checked: argparse ones through their parse_args(["--help"]),
 # prepare_data.py (fire) through its main()'s parameters
-ARGPARSE = {"train.py", "test.py", "inference_with_coralscop.py", "reef_stats.py"}
+ARGPARSE = {"train.py", "test.py", "inference_with_coralscop.py", "reef_stats.py", "annotate.py"}
+SUBCOMMANDS = {"reef_stats.py", "annotate.py"}  # their flags belong to the subcommand
 
 
 def commands() -> list[tuple[str, list[str]]]:
@@ -58,7 +59,7 @@ def test_every_documented_flag_exists_and_every_named_file_is_there():
                 assert (ROOT / token).is_file(), f"{page}: {token} does not exist"
         if script not in ARGPARSE and script != "prepare_data.py":
             continue
-        subcommand = tokens[1] if script == "reef_stats.py" else None
+        subcommand = tokens[1] if script in SUBCOMMANDS else None
         if (script, subcommand) not in known:
             known[(script, subcommand)] = _flags_of(script, subcommand)
         flags = {t.split("=")[0] for t in tokens[1:] if t.startswith("--")}
