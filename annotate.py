@@ -19,15 +19,15 @@ import logging
 import sys
 from pathlib import Path
 
-from annotation.cvat_archive import CVATExportError, ExportMismatchError
+from annotation.cvat_archive import CVATExportError, ExportMismatchError, UnsupportedShapeError
 from annotation.finetune import StepFailedError
 from annotation.selection import STRATEGIES
 from annotation.state import LoopError
 from dataset.prepare import PrepareError
 from dataset.taxonomy import UnknownLabelsError
 
-ERRORS = (LoopError, CVATExportError, ExportMismatchError, StepFailedError, PrepareError,
-          UnknownLabelsError, FileNotFoundError)  # fmt: skip
+ERRORS = (LoopError, CVATExportError, ExportMismatchError, UnsupportedShapeError,
+          StepFailedError, PrepareError, UnknownLabelsError, FileNotFoundError)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,8 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     receive.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (default 20)")
     receive.add_argument("--image-size", type=int, help="prepared size (default CORAL_IMAGE_SIZE)")
-    receive.add_argument("--data-root", help="prepared datasets root (default CORAL_DATA_ROOT)")
-    receive.add_argument("--device")
+    receive.add_argument(
+        "--data-root", help="where to prepare (default <loop dir>/prepared; kept after round 1)"
+    )
 
     command("status", "print the rounds and the next step")
     return parser.parse_args(argv)  # fmt: skip
@@ -139,7 +140,7 @@ def run_receive(args: argparse.Namespace, loop_dir: Path) -> int:
 
     chosen = ReceiveSettings(args.export, args.from_cvat, args.val_share, args.epochs,
                              args.image_size, args.data_root)  # fmt: skip
-    row = receive(args.dataset, loop_dir, chosen, args.device)
+    row = receive(args.dataset, loop_dir, chosen)
     print(
         f"Round {row['round']}: test mIoU {row['mIoU']} with {row['labelled_images']} labelled "
         f"training images. Rounds: {loop_dir / 'rounds.csv'}, {loop_dir / 'rounds.png'}\n"

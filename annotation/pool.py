@@ -3,7 +3,9 @@ learns from already (the labelled training images), read in one query each.
 
 A candidate has no shape in the label field, no split tag and no round tag (a sample in
 an earlier round is with the annotators or done). With `unlabelled_tag`, the candidates
-are instead the samples carrying that tag, less those in a round. The labelled set is
+are instead the samples carrying that tag, less those in a round, with a split tag or
+with shapes (the loop replaces a round's shapes by what comes back from CVAT, so a
+sample people have drawn on is never sent). The labelled set is
 the train-tagged samples, with or without shapes (an image a person found without coral
 is labelled too): the images the model learns from.
 """
@@ -50,7 +52,12 @@ def find_pool(dataset, label_field: str, unlabelled_tag: str | None = None) -> P
         sample_tags = set(sample_tags or ())
         in_round = any(ROUND_TAG.match(t) for t in sample_tags)
         if unlabelled_tag is not None:
-            unlabelled = unlabelled_tag in sample_tags and not in_round
+            unlabelled = (
+                unlabelled_tag in sample_tags
+                and not in_round
+                and not count
+                and not sample_tags & set(SPLIT_TAGS)
+            )
         else:
             unlabelled = not count and not sample_tags & set(SPLIT_TAGS) and not in_round
         if unlabelled:

@@ -32,7 +32,7 @@ from annotation.state import (
     round_dir,
     save_state,
 )
-from dataset.image_io import ImageReadError, StreamedTextFile, read_rgb
+from dataset.image_io import ImageReadError, StreamedTextFile, read_rgb, write_bytes_atomic
 
 log = logging.getLogger("annotate")
 SCORES_FILE = "scores.jsonl"
@@ -98,6 +98,10 @@ def read_scores(path: Path) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     return rows, features
 
 
+def _embedding_of(features: dict[str, np.ndarray], sample_id: str) -> dict:
+    return {"embedding": _encode(features[sample_id])} if sample_id in features else {}
+
+
 def _score_row(sample: PoolSample, role: str, scores: ImageScores) -> dict:
     return dict(
         sample_id=sample.sample_id, role=role, entropy=scores.entropy, margin=scores.margin,
@@ -109,10 +113,12 @@ def _score_row(sample: PoolSample, role: str, scores: ImageScores) -> dict:
 def score_pool(pool: Pool, scorer_factory, scores_path: Path) -> ScoredSet:
     """Score every candidate and labelled image not yet in scores_path, appending."""
     rows, features = read_scores(scores_path)
-    if len(rows):  # rewrite without a cut line, so appends start on a fresh line
-        with open(scores_path, encoding="utf-8") as handle:
-            kept = [line for line in handle if line.endswith("\n")][: len(rows)]
-        scores_path.write_text("".join(kept), encoding="utf-8")
+    failed_before = [i for i, row in rows.items() if "error" in row]
+    for sample_id in failed_before:  # an image that could not be read is tried again
+        del rows[sample_id]
+    if rows or failed_before:  # keep the whole, readable lines; appends then start afresh
+        kept = [json.dumps({**rows[i], **_embedding_of(features, i)}) + "\n" for i in rows]
+        write_bytes_atomic(scores_path, "".join(kept).encode())
     todo = [(s, "candidate") for s in pool.candidates if s.sample_id not in rows]
     todo += [(s, "labelled") for s in pool.labelled if s.sample_id not in rows]
     if rows:
@@ -189,26 +195,45 @@ def write_ranking(path: Path, pool: Pool, scored: ScoredSet, usable: list[str],
 
 
 def start_round(loop_dir: Path, state: LoopState, settings: RankSettings,
-                checkpoint: str | None) -> Round:  # fmt: skip
-    """The round to rank: a new one, or the last one when its ranking was interrupted."""
+                checkpoint: str | None) -> tuple[Round, bool]:  # fmt: skip
+    """The round to rank: a new one, or the last one when its ranking was interrupted;
+    and whether its earlier scores must go (another model asked for)."""
     last = state.last()
     if last and not last.done("ranked"):
         log.info("Round %d's ranking was interrupted; going on with it", last.number)
         last.strategy, last.budget, last.seed = settings.strategy, settings.budget, settings.seed
-        return last
+        if checkpoint and str(Path(checkpoint).resolve()) != last.checkpoint:
+            _check_model(checkpoint)
+            log.info("Another model (%s): round %d is scored again", checkpoint, last.number)
+            last.checkpoint = str(Path(checkpoint).resolve())
+            save_state(loop_dir, state)
+            return last, True
+        return last, False
     if last and not last.done("recorded"):
         raise LoopError(
             f"round {last.number} is not finished (next step: {last.next_step()}); "
             f"finish it with `annotate.py {_command_of(last.next_step())}` before ranking "
             f"round {last.number + 1}"
         )
-    model = checkpoint or state.current_checkpoint()
-    if not Path(model).is_file():
-        raise LoopError(f"checkpoint {model} does not exist")
+    model = str(Path(checkpoint).resolve()) if checkpoint else state.current_checkpoint()
+    _check_model(model)
     new = Round(len(state.rounds) + 1, settings.strategy, settings.budget, settings.seed, model)
     state.rounds.append(new)
     save_state(loop_dir, state)
-    return new
+    return new, False
+
+
+def _check_model(checkpoint: str) -> None:
+    if not Path(checkpoint).is_file():
+        raise LoopError(f"checkpoint {checkpoint} does not exist")
+
+
+def tag_round(dataset, loop_dir: Path, state: LoopState, loop_round: Round) -> None:
+    """Tag the picked samples and save the view; run again after a crash, it ends the same."""
+    tag = round_tag(loop_round.number)
+    dataset.select(loop_round.chosen).tag_samples(tag)
+    dataset.save_view(tag, dataset.match_tags(tag), overwrite=True)
+    finish(loop_dir, state, loop_round, "ranked")
 
 
 def _command_of(step: str | None) -> str:
@@ -241,14 +266,20 @@ def rank(dataset_name: str, loop_dir: Path, config: str | None, checkpoint: str 
         raise LoopError(
             f"{loop_dir} is the loop of dataset {state.dataset!r}, not {dataset_name!r}"
         )
-    loop_round = start_round(loop_dir, state, settings, checkpoint)
-    folder = round_dir(loop_dir, loop_round)
+    last = state.last()
+    if last and not last.done("ranked") and last.chosen:  # picked; stopped while tagging
+        tag_round(dataset, loop_dir, state, last)
+        return last, 0
     pool = find_pool(dataset, state.label_field, settings.unlabelled_tag)
     if not pool.candidates:
         raise LoopError(
             f"dataset {dataset_name!r} has no unlabelled sample left (none without shapes in "
             f"{state.label_field!r}, a split tag or a round tag)"
         )
+    loop_round, rescore = start_round(loop_dir, state, settings, checkpoint)
+    folder = round_dir(loop_dir, loop_round)
+    if rescore:
+        (folder / SCORES_FILE).unlink(missing_ok=True)
     log.info(
         "Round %d: %d candidates, %d labelled training images, model %s",
         loop_round.number, len(pool.candidates), len(pool.labelled), loop_round.checkpoint,
@@ -263,15 +294,13 @@ def rank(dataset_name: str, loop_dir: Path, config: str | None, checkpoint: str 
     usable, selection = choose(pool, scored, settings)
     write_ranking(folder / RANKING_FILE, pool, scored, usable, selection, settings)
     loop_round.chosen = [usable[i] for i in selection.picked]
-    tag = round_tag(loop_round.number)
-    picked = dataset.select(loop_round.chosen)
-    picked.tag_samples(tag)
-    dataset.save_view(tag, dataset.match_tags(tag), overwrite=True)
-    finish(loop_dir, state, loop_round, "ranked")
+    save_state(loop_dir, state)  # the picks first: a crash while tagging resumes with them
+    tag_round(dataset, loop_dir, state, loop_round)
     failed = len(scored.ids) - len(usable)
     log.info(
         "Round %d: %d images picked by %s (tag and saved view %r); ranking: %s%s",
-        loop_round.number, len(loop_round.chosen), settings.strategy, tag,
-        folder / RANKING_FILE, f"; {failed} unreadable images left out" if failed else "",
+        loop_round.number, len(loop_round.chosen), settings.strategy,
+        round_tag(loop_round.number), folder / RANKING_FILE,
+        f"; {failed} unreadable images left out" if failed else "",
     )  # fmt: skip
     return loop_round, failed

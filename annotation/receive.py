@@ -51,8 +51,8 @@ class ReceiveSettings:
     data_root: str | None = None
 
     def check(self) -> None:
-        if bool(self.export) == bool(self.from_cvat):
-            raise LoopError("receive needs exactly one of --export ZIP and --from-cvat")
+        if self.export and self.from_cvat:
+            raise LoopError("receive takes one of --export ZIP and --from-cvat, not both")
         if not 0.0 <= self.val_share < 1.0:
             raise LoopError(f"--val-share {self.val_share}: a share from 0 to below 1")
         if self.epochs < 1:
@@ -95,6 +95,8 @@ def _received_shapes(dataset, loop_round: Round, sent: dict, settings: ReceiveSe
     if anno_key not in dataset.list_annotation_runs():
         raise LoopError(f"dataset {dataset.name!r} has no CVAT annotation run {anno_key!r}")
     view = dataset.select(loop_round.chosen)
+    if dataset.has_sample_field(RECEIVED_FIELD):  # load_annotations merges: start empty
+        view.set_values(RECEIVED_FIELD, [None] * len(view))
     unexpected = view.load_annotations(anno_key, dest_field=RECEIVED_FIELD, unexpected="return")
     if unexpected and any(unexpected.values()):
         kinds = ", ".join(f"{len(v)} {k}" for k, v in unexpected.items() if v)
@@ -134,10 +136,12 @@ def take_corrections(dataset, loop_round: Round, folder: Path, settings: Receive
         ])
         for i in loop_round.chosen
     }  # fmt: skip
-    view.set_values(label_field, values, key_field="id")
     rng = np.random.default_rng([loop_round.seed, loop_round.number])
     to_val = round(settings.val_share * len(loop_round.chosen))
     val_ids = set(rng.permutation(loop_round.chosen)[:to_val].tolist())
+    _check_splits(dataset, loop_round, len(val_ids))
+    view.set_values(label_field, values, key_field="id")
+    view.untag_samples(list(SPLIT_TAGS))  # a rerun with another --val-share starts clean
     view.select(list(val_ids)).tag_samples("val")
     view.exclude(list(val_ids)).tag_samples("train")
     loop_round.edited = edited
@@ -148,6 +152,20 @@ def take_corrections(dataset, loop_round: Round, folder: Path, settings: Receive
         "val %d", loop_round.number, len(loop_round.chosen), label_field, edited,
         loop_round.added["train"], loop_round.added["val"],
     )  # fmt: skip
+
+
+def _check_splits(dataset, loop_round: Round, new_val: int) -> None:
+    """Training needs a val split to keep its best checkpoint, and the loop a test split to
+    measure it; say so before anything is changed."""
+    others = dataset.exclude(loop_round.chosen)
+    counts = others.count_sample_tags()
+    missing = [s for s in ("val", "test") if counts.get(s, 0) + (new_val if s == "val" else 0) == 0]
+    if missing:
+        raise LoopError(
+            f"dataset {dataset.name!r} has no {' and no '.join(missing)} sample: tag annotated "
+            f"samples {' and '.join(missing)} (the test split stays fixed over the rounds)"
+            + (", or pass --val-share" if "val" in missing else "")
+        )
 
 
 def _check_round(state: LoopState) -> Round:
@@ -163,8 +181,7 @@ def _check_round(state: LoopState) -> Round:
     return loop_round
 
 
-def receive(dataset_name: str, loop_dir: Path, settings: ReceiveSettings,
-            device: str | None = None) -> dict:  # fmt: skip
+def receive(dataset_name: str, loop_dir: Path, settings: ReceiveSettings) -> dict:
     """Run receive's steps that are not done yet; returns the round's rounds.csv row."""
     import fiftyone as fo
 
@@ -173,17 +190,23 @@ def receive(dataset_name: str, loop_dir: Path, settings: ReceiveSettings,
     if state is None:
         raise LoopError(f"{loop_dir} holds no loop: start with `annotate.py rank`")
     loop_round = _check_round(state)
+    if not fo.dataset_exists(dataset_name):
+        raise LoopError(f"FiftyOne dataset {dataset_name!r} does not exist")
     dataset = fo.load_dataset(dataset_name)
     folder = round_dir(loop_dir, loop_round)
     taxonomy = load_taxonomy(state.taxonomy)
     if not loop_round.done("received"):
+        if not settings.export and not settings.from_cvat:
+            raise LoopError("receive needs --export ZIP (CVAT's export) or --from-cvat")
+        if settings.export and not Path(settings.export).exists():
+            raise LoopError(f"--export {settings.export}: no such file")
         take_corrections(dataset, loop_round, folder, settings, state.label_field, taxonomy)
         finish(loop_dir, state, loop_round, "received")
-    elif settings.export or settings.from_cvat:
+    else:
         log.info("Round %d's corrections were taken on %s; going on", loop_round.number,
                  loop_round.steps["received"])  # fmt: skip
     if not loop_round.done("prepared"):
-        prepare_round(dataset, state, settings)
+        prepare_round(dataset, state, settings, loop_dir)
         finish(loop_dir, state, loop_round, "prepared")
     config = finetune.write_finetune_config(folder, state.config, state.data_root, settings.epochs)
     if not loop_round.done("trained"):
@@ -200,10 +223,14 @@ def receive(dataset_name: str, loop_dir: Path, settings: ReceiveSettings,
     return row
 
 
-def prepare_round(dataset, state: LoopState, settings: ReceiveSettings) -> None:
+def prepare_round(dataset, state: LoopState, settings: ReceiveSettings, loop_dir: Path) -> None:
     dataset.save_view(LABELLED_VIEW, dataset.match_tags(list(SPLIT_TAGS)), overwrite=True)
-    # the first round fixes where and at which size; later rounds prepare the same way
-    data_root = str(Path(state.data_root).parent) if state.data_root else settings.data_root
+    # the first round fixes where and at which size; later rounds prepare the same way. By
+    # default the loop prepares into its own folder: never over a dataset a user trains on
+    if state.data_root:
+        data_root = str(Path(state.data_root).parent)
+    else:
+        data_root = settings.data_root or str(Path(loop_dir) / "prepared")
     chosen = load_settings(
         taxonomy=state.taxonomy,
         image_size=state.image_size or settings.image_size,

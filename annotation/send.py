@@ -85,6 +85,8 @@ def send(dataset_name: str, loop_dir: Path, archive: str | None = None, cvat: bo
             f"round {loop_round.number} was sent already ({loop_round.sent_to}, "
             f"{loop_round.steps['sent']}); receive it with `annotate.py receive`"
         )
+    if not fo.dataset_exists(dataset_name):
+        raise LoopError(f"FiftyOne dataset {dataset_name!r} does not exist")
     dataset = fo.load_dataset(dataset_name)
     folder = round_dir(loop_dir, loop_round)
     target = Path(archive) if archive else folder / f"cvat_{loop_round.name}.zip"
@@ -104,7 +106,10 @@ def send(dataset_name: str, loop_dir: Path, archive: str | None = None, cvat: bo
             sent[sample_id] = _entry(sample_id, paths[sample_id], header.width, header.height,
                                      predictions[sample_id])  # fmt: skip
     else:
-        names = write_cvat_archive(view, PREDICTIONS_FIELD, classes, target, overwrite)
+        try:
+            names = write_cvat_archive(view, PREDICTIONS_FIELD, classes, target, overwrite)
+        except (ValueError, FileExistsError) as exc:  # the archive's checks name what to fix
+            raise LoopError(f"{target}: {exc}") from None
         loop_round.sent_to = str(target)
         # what people get is what the archive holds (CVAT's writer keeps whole pixels)
         frames = read_cvat_export(target)
@@ -127,6 +132,13 @@ def upload_to_cvat(dataset, view, anno_key: str, classes: list[str], options: di
     import fiftyone as fo
 
     url = options.get("url") or fo.annotation_config.backends.get("cvat", {}).get("url")
+    if anno_key in dataset.list_annotation_runs():  # never ours to delete: its task may hold work
+        raise LoopError(
+            f"dataset {dataset.name!r} has an annotation run {anno_key!r} already (a CVAT task "
+            f"this loop or a person made before); receive it with `annotate.py receive "
+            f"--from-cvat`, or delete it with dataset.delete_annotation_run({anno_key!r}) "
+            "once its CVAT task is no longer needed"
+        )
     try:
         view.annotate(
             anno_key, backend="cvat", label_field=PREDICTIONS_FIELD, label_type="polylines",
@@ -134,7 +146,7 @@ def upload_to_cvat(dataset, view, anno_key: str, classes: list[str], options: di
             **options,
         )  # fmt: skip
     except Exception as exc:  # requests' errors, CVAT's refusals: all end the send the same way
-        if anno_key in dataset.list_annotation_runs():
+        if anno_key in dataset.list_annotation_runs():  # registered by this call, just now
             dataset.delete_annotation_run(anno_key)
         raise LoopError(
             f"CVAT at {url} did not take round {anno_key} ({type(exc).__name__}: {exc}). "

@@ -115,7 +115,7 @@ def run_loop(base: str, strategy: str, seed: int, start: str, args, out: Path) -
             receive(name, loop_dir, ReceiveSettings(
                 export=str(export), epochs=args.epochs, image_size=args.image_size,
                 data_root=str(out / "data" / name),
-            ), "cpu")  # fmt: skip
+            ))  # fmt: skip
         log.info("%s: step %s in %.0f s", name, step or "ranked", time.perf_counter() - started)
 
 

@@ -504,6 +504,37 @@ def test_a_cvat_server_out_of_reach_is_named_and_the_round_stays_unsent(loop, se
     assert (loop["loop_dir"] / "round_2" / "cvat_round_2.zip").is_file()
 
 
+def test_a_rank_stopped_while_tagging_tags_the_same_picks_when_run_again(
+    loop, tmp_path, monkeypatch
+):
+    import fiftyone as fo
+
+    import annotation.rank as rank_module
+    from dataset.reef_demo import create_reef_pool
+
+    name = f"loop_resume_{uuid.uuid4().hex[:8]}"
+    create_reef_pool(name, 10, image_size=64, image_dir=tmp_path / "images", seed=5,
+                     labelled=2, val=1, test=1)  # fmt: skip
+    loop_dir = tmp_path / "loop"
+    model = ("--config", loop["config"], "--checkpoint", loop["checkpoint"])
+
+    def crash(*args):
+        raise RuntimeError("the machine went down while tagging")
+
+    monkeypatch.setattr(rank_module, "tag_round", crash)
+    with pytest.raises(RuntimeError, match="went down"):
+        annotate("rank", name, "--loop-dir", loop_dir, *model, "--budget", 3)
+    monkeypatch.undo()
+    state = json.loads((loop_dir / "loop.json").read_text())["rounds"][0]
+    assert len(state["chosen"]) == 3 and "ranked" not in state["steps"]
+    scores = (loop_dir / "round_1" / "scores.jsonl").stat().st_mtime_ns
+    assert annotate("rank", name, "--loop-dir", loop_dir) == 0
+    dataset = fo.load_dataset(name)
+    assert sorted(dataset.match_tags("round_1").values("id")) == sorted(state["chosen"])
+    assert (loop_dir / "round_1" / "scores.jsonl").stat().st_mtime_ns == scores  # not rescored
+    assert "ranked" in json.loads((loop_dir / "loop.json").read_text())["rounds"][0]["steps"]
+
+
 def test_the_demos_annotation_loop_runs_as_written(tmp_path, random_semantic_checkpoint):
     """Step 10 of demo.sh, its lines as they are: a pool, one round through the file path."""
     import os
