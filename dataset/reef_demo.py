@@ -211,6 +211,18 @@ def _save_dataset(name: str, samples: list, info: dict):
     return dataset
 
 
+def _drop_to_remake(name: str, missing: list[str]) -> None:
+    """Delete a dataset this module made, to make it again (its images may be gone, e.g.
+    with the checkout that held them)."""
+    import fiftyone as fo
+
+    if missing:
+        log.warning(
+            "%d images of %s are missing (e.g. %s); recreating it", len(missing), name, missing[0]
+        )
+    fo.delete_dataset(name)
+
+
 def create_reef_demo(
     name: str = DEMO_DATASET_NAME,
     num_samples: int = 24,
@@ -238,14 +250,7 @@ def create_reef_demo(
                 f"{len(missing)} of its images are gone (e.g. {missing[0]}); delete it or pick "
                 "another --name."
             )
-        if missing:  # e.g. the checkout that held its images was deleted: make it again
-            log.warning(
-                "%d images of %s are missing (e.g. %s); recreating it",
-                len(missing),
-                name,
-                missing[0],
-            )
-        fo.delete_dataset(name)
+        _drop_to_remake(name, missing)
     image_dir = Path(image_dir or settings.load_settings().demo_dir / "images").resolve()
     samples = [
         fo.Sample(
@@ -330,14 +335,7 @@ def create_reef_pool(
                 f"FiftyOne dataset {name!r} was made with other settings "
                 f"({dataset.info.get('reef_pool')}); pass overwrite=True to remake it."
             )
-        if missing:
-            log.warning(
-                "%d images of %s are missing (e.g. %s); recreating it",
-                len(missing),
-                name,
-                missing[0],
-            )
-        fo.delete_dataset(name)
+        _drop_to_remake(name, missing)
     image_dir = Path(image_dir or settings.load_settings().demo_dir / "pools" / name).resolve()
     order = np.random.default_rng(seed).permutation(num_samples)
     tag_of = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_CONFIG
 
 from annotation import selection
 from annotation.pool import Pool, PoolSample
@@ -195,27 +196,6 @@ def test_an_unreadable_candidate_is_named_in_the_ranking_and_never_picked(tmp_pa
 # ------------------------------------------------------------------ whole rounds, as run
 
 
-LOOP_CONFIG = """
-_base_ = ["{root}/configs/reef_demo_tiny.py"]
-data_root = "{data_root}"
-fixed = [
-    dict(type="LoadImageFromFile"),
-    dict(type="LoadAnnotations"),
-    dict(type="Resize", scale=(112, 112), keep_ratio=True),
-    dict(type="PackSegInputs"),
-]
-image_scale = (112, 112)
-test_pipeline = fixed
-model = dict(data_preprocessor=dict(size=(112, 112)))
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=fixed))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=fixed))
-test_dataloader = dict(num_workers=0, persistent_workers=False,
-                       dataset=dict(data_root=data_root, pipeline=fixed))
-"""
-
-
 def _two_genus_checkpoint(random_checkpoint: Path, target: Path) -> Path:
     """The random model, biased so Acropora and Porites win its pixels between them: its
     predictions then hold colonies (a random model's probabilities stay under the fusion
@@ -238,7 +218,8 @@ def loop(fiftyone, random_semantic_checkpoint, tmp_path_factory):
     dataset = create_reef_pool(name, 16, image_size=112, image_dir=tmp / "images", seed=3,
                                labelled=3, val=2, test=2)  # fmt: skip
     config = tmp / "loop_config.py"
-    config.write_text(LOOP_CONFIG.format(root=ROOT, data_root=tmp / "data" / name))
+    # the suite's deterministic tiny config (conftest.py); the loop overrides its data root
+    config.write_text(TEST_CONFIG.format(root=ROOT, data_root=tmp / "data" / name, num_classes=17))
     checkpoint = _two_genus_checkpoint(random_semantic_checkpoint, tmp / "start.pth")
     return dict(tmp=tmp, name=name, dataset=dataset, config=config, checkpoint=checkpoint,
                 loop_dir=tmp / "loop")  # fmt: skip
