@@ -342,3 +342,37 @@ def test_function_bench_matches_answers_by_iou():
     result = compare_answers(reference, other, 32)
     assert result["same_label"] == 2 and result["min_iou"] == 0.9 and result["mean_iou"] == 0.95
     assert result["matched_iou_ge_0.9"] == 2
+
+
+def test_annotation_rank_bench_smallest_setting(capsys):
+    import annotation_rank_bench
+
+    assert annotation_rank_bench.main(["--sizes", "300", "--dims", "16"]) == 0
+    out = capsys.readouterr().out
+    rows = __import__("json").loads(out.strip().splitlines()[-1])
+    assert [(r["candidates"], r["strategy"]) for r in rows] == [(300, "hybrid"), (300, "random")]
+    assert all(r["peak_rss_mib"] > 0 for r in rows)
+
+
+def test_annotation_loop_bench_smallest_setting(fiftyone, tmp_path, capsys):
+    """One round per strategy, one seed, the tiniest pool: the loop's real steps end in
+    the summary table and figure."""
+    import annotation_loop_bench
+
+    args = ["--out", str(tmp_path), "--pool", "24", "--test", "4", "--val", "3", "--start", "4",
+            "--per-round", "3", "--rounds", "1", "--seeds", "7", "--image-size", "64",
+            "--start-epochs", "1", "--epochs", "1"]  # fmt: skip
+    assert annotation_loop_bench.main(args) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| hybrid | 1 | 7 |" in summary and "| random | 1 | 7 |" in summary
+    assert (tmp_path / "annotation_loop.png").read_bytes()[:4] == b"\x89PNG"
+    assert "random's final mean mIoU" in capsys.readouterr().out
+
+
+def test_labels_to_reach_interpolates_between_rounds():
+    from annotation_loop_bench import labels_to_reach
+
+    curve = [(20, 0.5), (40, 0.6), (60, 0.7)]
+    assert labels_to_reach(curve, 0.65) == pytest.approx(50)
+    assert labels_to_reach(curve, 0.5) == 20
+    assert labels_to_reach(curve, 0.71) is None
