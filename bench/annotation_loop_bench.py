@@ -99,7 +99,7 @@ def run_loop(base: str, strategy: str, seed: int, start: str, args, out: Path) -
         state = load_state(loop_dir)
         last = state.last() if state else None
         if last and last.done("recorded") and last.number >= args.rounds:
-            return read_rounds(loop_dir)
+            return with_rare_colonies(read_rounds(loop_dir), fo.load_dataset(name), state)
         step = last.next_step() if last else None
         started = time.perf_counter()
         if step in (None, "ranked"):  # a new round, or an interrupted ranking
@@ -117,6 +117,23 @@ def run_loop(base: str, strategy: str, seed: int, start: str, args, out: Path) -
                 data_root=str(out / "data" / name),
             ))  # fmt: skip
         log.info("%s: step %s in %.0f s", name, step or "ranked", time.perf_counter() - started)
+
+
+def with_rare_colonies(rows: list[dict], dataset, state) -> list[dict]:
+    """Each row gains `rare_colonies`: the colonies of the rare genera (true shapes) in the
+    training images labelled by then: what the strategy found for people to draw."""
+    truth = dict(zip(*dataset.values(["id", "ground_truth"]), strict=True))
+    picked_by = {r.number: set(r.chosen) for r in state.rounds}
+    start = set(dataset.match_tags("train").values("id")) - set().union(*picked_by.values())
+
+    def rare(ids) -> int:
+        return sum(p.label in RARE for i in ids for p in (truth[i].polylines if truth[i] else []))
+
+    labelled = set(start)
+    for row in rows:
+        labelled |= picked_by.get(int(row["round"]), set())
+        row["rare_colonies"] = rare(labelled)
+    return rows
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:
@@ -144,9 +161,9 @@ def summarize(results: dict, args, out: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["| strategy | round | labelled | mIoU mean (spread) | "
+    lines = ["| strategy | round | labelled | rare colonies labelled | mIoU mean (spread) | "
              + " | ".join(f"IoU {g} mean (spread)" for g in RARE) + " |",
-             "|---|---|---|---|" + "---|" * len(RARE)]  # fmt: skip
+             "|---|---|---|---|---|" + "---|" * len(RARE)]  # fmt: skip
     curves = {}
     figure, axes = plt.subplots(1, 1 + len(RARE), figsize=(5 * (1 + len(RARE)), 4), dpi=110)
     for strategy, per_seed in results.items():
@@ -163,8 +180,10 @@ def summarize(results: dict, args, out: Path) -> str:
             for g, value in zip(RARE, rare, strict=True):
                 columns[g].append(value[0])
             cells = " | ".join(f"{m:.3f} ({s:.3f})" for m, s in rare)
+            found = _mean_spread([float(r.get("rare_colonies", "nan")) for r in rows])
             lines.append(f"| {strategy} | {rows[0]['round']} | {labelled:.0f} | "
-                         f"{miou[0]:.3f} ({miou[1]:.3f}) | {cells} |")  # fmt: skip
+                         f"{found[0]:.1f} ({found[1]:.0f}) | {miou[0]:.3f} ({miou[1]:.3f}) | "
+                         f"{cells} |")  # fmt: skip
         curves[strategy] = curve
         xs = [x for x, _ in curve]
         for axis, key in zip(axes, columns, strict=True):

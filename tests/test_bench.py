@@ -364,7 +364,7 @@ def test_annotation_loop_bench_smallest_setting(fiftyone, tmp_path, capsys):
             "--start-epochs", "1", "--epochs", "1"]  # fmt: skip
     assert annotation_loop_bench.main(args) == 0
     summary = (tmp_path / "summary.md").read_text()
-    assert "| hybrid | 1 | 7 |" in summary and "| random | 1 | 7 |" in summary
+    assert "| hybrid | 1 | 7 | " in summary and "| random | 1 | 7 | " in summary
     assert (tmp_path / "annotation_loop.png").read_bytes()[:4] == b"\x89PNG"
     assert "random's final mean mIoU" in capsys.readouterr().out
 
