@@ -75,6 +75,7 @@ def draw_rounds(folder: Path, rows: list[dict], title: str = "") -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
     labelled = [_number(r["labelled_images"]) for r in rows]
     miou = [_number(r["mIoU"]) for r in rows]
@@ -85,6 +86,8 @@ def draw_rounds(folder: Path, rows: list[dict], title: str = "") -> Path:
                       fontsize=8)  # fmt: skip
     axes.set_xlabel("labelled training images")
     axes.set_ylabel("test mIoU")
+    axes.set_ylim(0.0, 1.0)  # the whole scale: a zoomed axis makes noise look like progress
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_title(title or "Annotation loop")
     axes.grid(alpha=0.3)
     buffer = io.BytesIO()

@@ -190,6 +190,7 @@ def summarize(results: dict, args, out: Path) -> str:
             axis.plot(xs, columns[key], marker="o", label=strategy)
             axis.set_title(f"test {'mIoU' if key == 'mIoU' else 'IoU ' + key}")
             axis.set_xlabel("labelled training images")
+            axis.set_ylim(0.0, 1.0)
             axis.grid(alpha=0.3)
     for axis in axes:
         axis.legend()
