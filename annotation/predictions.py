@@ -16,9 +16,8 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-import torch
 
-from models.fusion import FusionSettings, Instance, fuse
+from models.fusion import FusionSettings, Instance, semantic_instances
 
 
 def outlines(mask: np.ndarray) -> list[np.ndarray]:
@@ -60,8 +59,6 @@ class ColonyPredictor:
         self.fusion = fusion or FusionSettings()
 
     def __call__(self, image_rgb: np.ndarray):
-        probs = self.segmenter.predict_probs(image_rgb)
-        no_proposals = torch.zeros((0, *probs.shape[1:]), dtype=torch.bool, device=probs.device)
-        instances = fuse(probs, no_proposals, self.fusion)
+        instances = semantic_instances(self.segmenter.predict_probs(image_rgb), self.fusion)
         height, width = image_rgb.shape[:2]
         return instance_polylines(instances, self.segmenter.classes, width, height)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.fusion import FusionSettings, fuse
+from models.fusion import FusionSettings, semantic_instances
 
 UNCERTAINTIES = ("entropy", "margin")
 
@@ -36,12 +36,6 @@ class ImageScores:
     colonies: int
     unsure_share: float
     embedding: np.ndarray  # (D,) float32, unit length
-
-    def uncertainty(self, kind: str = "entropy", unsure_weight: float = 0.0) -> float:
-        """The ranking's uncertainty: the pixel term, with `unsure_weight` of it replaced
-        by the unsure share."""
-        pixel = self.entropy if kind == "entropy" else self.margin
-        return (1.0 - unsure_weight) * pixel + unsure_weight * self.unsure_share
 
 
 def pixel_uncertainty(probs: torch.Tensor) -> tuple[float, float, float]:
@@ -97,7 +91,6 @@ class ImageScorer:
         probs = self.segmenter.predict_probs(image_rgb)
         embedding = self.tap.take()
         entropy, margin, coral_share = pixel_uncertainty(probs)
-        no_proposals = torch.zeros((0, *probs.shape[1:]), dtype=torch.bool, device=probs.device)
-        colonies = fuse(probs, no_proposals, self.fusion)
+        colonies = semantic_instances(probs, self.fusion)
         unsure = sum(c.unsure for c in colonies) / len(colonies) if colonies else 0.0
         return ImageScores(entropy, margin, coral_share, len(colonies), unsure, embedding)

@@ -94,7 +94,7 @@ def send(dataset_name: str, loop_dir: Path, archive: str | None = None, cvat: bo
         raise LoopError(f"{target} exists; pass --overwrite to replace it")
     predictions = predict_round(dataset, loop_round, state.config, device)
     view = dataset.select(loop_round.chosen, ordered=True)
-    classes = _taxonomy_classes(state)
+    classes = cvat_label_names(state.taxonomy)
     paths = dict(zip(*view.values(["id", "filepath"]), strict=True))
     if cvat:
         anno_key = round_tag(loop_round.number)
@@ -167,8 +167,8 @@ def write_labels(state, target: Path) -> None:
     write_bytes_atomic(target, (json.dumps(labels, indent=2) + "\n").encode())
 
 
-def _taxonomy_classes(state) -> list[str]:
+def cvat_label_names(taxonomy: str) -> list[str]:
     """The label names CVAT gets: the taxonomy's classes without background."""
     from dataset.taxonomy import load_taxonomy
 
-    return list(load_taxonomy(state.taxonomy).classes[1:])
+    return list(load_taxonomy(taxonomy).classes[1:])

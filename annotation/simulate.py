@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from annotation.cvat_archive import write_cvat_archive
+from annotation.send import cvat_label_names
 from annotation.state import LoopError, load_state
-from dataset.taxonomy import load_taxonomy
 
 
 def write_truth_export(
@@ -38,8 +38,8 @@ def write_truth_export(
     sent = json.loads((Path(loop_dir) / loop_round.name / "sent.json").read_text())
     ids = list(sent)
     dataset = fo.load_dataset(dataset_name)
-    classes = list(load_taxonomy(state.taxonomy).classes[1:])
-    names = write_cvat_archive(dataset.select(ids, ordered=True), truth_field, classes,
+    names = write_cvat_archive(dataset.select(ids, ordered=True), truth_field,
+                               cvat_label_names(state.taxonomy),
                                Path(output), overwrite)  # fmt: skip
     if {sample_id: name for name, sample_id in names.items()} != {i: sent[i]["name"] for i in ids}:
         raise LoopError(f"{output}: the names differ from the names the round was sent with")

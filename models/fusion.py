@@ -188,6 +188,13 @@ def fuse(probs: torch.Tensor, sam_masks: torch.Tensor, settings: FusionSettings)
     return [_owning_its_mask(inst) for inst in instances]
 
 
+def semantic_instances(probs: torch.Tensor, settings: FusionSettings) -> list[Instance]:
+    """The fusion rule with no SAM proposal: each connected region of a genus is one
+    instance (rule 4), as the semantic-only CVAT function and the annotation loop make them."""
+    no_proposals = torch.zeros((0, *probs.shape[1:]), dtype=torch.bool, device=probs.device)
+    return fuse(probs, no_proposals, settings)
+
+
 def _owning_its_mask(inst: Instance) -> Instance:
     """A SAM instance's mask is a view into the (K, H, W) stack of kept proposals: while
     any instance lives, the whole stack (K full-size masks) stays in memory. A copy

@@ -96,11 +96,10 @@ class SemanticRegions:
         import torch
 
         from inferencer import InferenceResult
-        from models.fusion import fuse
+        from models.fusion import semantic_instances
 
         probs = self.semantic.predict_probs(image_rgb)
-        no_proposals = torch.zeros((0, *probs.shape[1:]), dtype=torch.bool, device=probs.device)
-        instances = fuse(probs, no_proposals, self.fusion)
+        instances = semantic_instances(probs, self.fusion)
         return InferenceResult(instances, probs.argmax(0).to(torch.uint8).cpu().numpy())
 
 
