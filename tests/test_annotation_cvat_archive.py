@@ -38,7 +38,7 @@ def reef(fiftyone, tmp_path):
     sizes = [(40, 30), (48, 32), (36, 36)]
     for path, (width, height) in zip(paths, sizes, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+        assert cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
     shapes = [
         [
             ("Acropora", [(0.1, 0.1), (0.5, 0.1), (0.5, 0.5), (0.1, 0.4)]),
