@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--taglab",
         action="store_true",
         help="also write taglab_project.json: every image a TagLab map, every colony a "
-        "region (genus, confidence), for correction in TagLab (README: Orthomosaics)",
+        "region (genus, confidence), for correction in TagLab (docs/orthomosaics.md)",
     )
     p.add_argument(
         "--to-fiftyone",
@@ -146,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="tiled inference for every image (automatic for images over "
         f"{TILED_ABOVE_PIXELS / 1e6:.0f} MP): read by windows, class map and confidence "
-        "GeoTIFFs and colonies GeoJSON in mosaics/ (README: Orthomosaics)",
+        "GeoTIFFs and colonies GeoJSON in mosaics/ (docs/orthomosaics.md)",
     )
     p.add_argument(
         "--tile-size", type=int, default=TileSettings.tile_size, help="tile side in px "

@@ -1,6 +1,6 @@
 """Fusing the two stages: semantic class probabilities + instance masks -> labelled instances.
 
-The rule (README "Two-stage inference" states the same):
+The rule (docs/inference.md states the same):
 1. Per pixel, the best class probability p and its class c. Pixels where the
    model hardly prefers any class count for no class: p below the floor
    1/C + min_threshold * (1 - 1/C), C the number of classes. min_threshold is a

@@ -1,7 +1,7 @@
 """The instance stage across tiles: each tile's instances become polygon pieces, and
 pieces that are one colony cut by a seam (or seen twice in an overlap) are merged.
 
-The rule (README "Orthomosaics" states the same):
+The rule (docs/orthomosaics.md states the same):
 - One pixel, one colony: a tile's instances are disjoint (models/fusion.py), and each
   pixel of an overlap belongs to the tile whose core holds it (mosaic/windows.py: the
   cores partition the image). A piece keeps only its part inside its tile's core, so

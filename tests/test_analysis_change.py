@@ -184,8 +184,8 @@ def test_a_moved_survey_without_registration_gets_events_wrong(tmp_path):
 
 
 def test_compare_two_stage_outputs_with_their_photos(tmp_path, monkeypatch):
-    """The README's command: inference outputs (which do not keep the photos) of two surveys,
-    paired by a groups CSV, photos from --images-before / --images-after."""
+    """docs/reef_numbers.md's command: inference outputs (which do not keep the photos) of
+    two surveys, paired by a groups CSV, photos from --images-before / --images-after."""
     before, after = survey_maps()
     photo = textured_photo(1)
     after, after_photo = (
@@ -205,7 +205,7 @@ def test_compare_two_stage_outputs_with_their_photos(tmp_path, monkeypatch):
         "image,site,quadrat,date\nMOO_Q7_2023.jpg,MOO,Q7,2023-05-02\n"
         "MOO_Q7_2024.jpg,MOO,Q7,2024-05-07\n"
     )
-    monkeypatch.chdir(tmp_path)  # the README's relative paths
+    monkeypatch.chdir(tmp_path)  # the page's relative paths
     command = (
         "compare survey_2023 survey_2024 --groups groups.csv --images-before photos/2023 "
         "--images-after photos/2024 --mm-per-pixel 2 --output-dir change"

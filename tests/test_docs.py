@@ -51,7 +51,7 @@ def test_every_documented_flag_exists_and_every_named_file_is_there():
     known: dict[tuple[str, str | None], set[str]] = {}
     for page, tokens in commands():
         script = tokens[0]
-        # nuclio's helpers are run from inside nuclio/ (the README says cd nuclio)
+        # nuclio's helpers are run from inside nuclio/ (docs/cvat.md says cd nuclio)
         places = (ROOT / script, ROOT / "nuclio" / script)
         assert any(p.is_file() for p in places), f"{page}: {script} does not exist"
         for token in tokens[1:]:
@@ -67,3 +67,30 @@ def test_every_documented_flag_exists_and_every_named_file_is_there():
         assert not unknown, f"{page}: {' '.join(tokens)}: no such flag {sorted(unknown)}"
         checked += 1
     assert checked >= 20  # the pages do hold commands: the pattern found them
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation other than - and _ dropped,
+    spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_the_pages_lands():
+    """README.md and docs/ link to each other by file and section; a page or heading that
+    moves must take its links along."""
+    checked = 0
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), f"{page.name}: link to {target}: no such file"
+            if anchor:
+                prose = re.sub(r"```.*?```", "", linked.read_text(), flags=re.S)
+                headings = re.findall(r"^#+ (.+)$", prose, flags=re.M)
+                anchors = {_anchor(h) for h in headings}
+                assert anchor in anchors, f"{page.name}: link to {target}: no such heading"
+            checked += 1
+    assert checked >= 20  # the pattern found the links

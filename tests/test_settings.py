@@ -117,3 +117,22 @@ def test_only_the_oldest_version_notice_is_quieted():
         ("WARNING", "Your MongoDB feature compatibi"),
         ("ERROR", "MongoDB error while updating d"),
     ]
+
+
+def test_env_example_names_every_coral_variable_the_code_reads():
+    """Variables read outside settings.py (the CVAT functions, the CPU runtimes, the
+    caches) are listed too, so a user finds each in one file. The search covers every
+    tracked Python and YAML file outside tests/ and bench/."""
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*(CORAL_[A-Z0-9_]+)=", example, re.M))
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py", "*.yaml"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    read = set()
+    for name in tracked:
+        if name.startswith(("tests/", "bench/")):
+            continue
+        read |= set(re.findall(r"[\"'\s](CORAL_[A-Z0-9_]*[A-Z0-9])\b", (ROOT / name).read_text()))
+    read -= {"CORAL_SAM"}  # a prefix in an error message ("CORAL_SAM_*"), not a variable
+    assert len(read) > 15  # the search found the variables
+    assert read <= listed, f"missing from .env.example: {sorted(read - listed)}"
