@@ -3,7 +3,8 @@
 Each round fine-tunes the last model on the prepared dataset with a short schedule:
 round_N/finetune.py is a config that inherits the user's config and changes only the
 data root, the epochs (a poly decay from the config's learning rate over them), how often
-it validates and keeps checkpoints. `train.py --load-from` starts from the last round's
+it validates and keeps checkpoints, and, where the config weighs its loss by class, the
+weights of the loop's own data. `train.py --load-from` starts from the last round's
 weights; `test.py --split test` evaluates on the fixed test split. Both run as child
 processes, as a user would run them, so a round holds no model in the loop's process
 and an interrupted training resumes (`train.py --resume`) from its last checkpoint.
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from dataset.image_io import write_bytes_atomic
+from dataset.info import dataset_class_info
 
 log = logging.getLogger("annotate")
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +29,30 @@ BEST_LINK = "best_mIoU.pth"
 
 class StepFailedError(RuntimeError):
     """train.py or test.py exited with an error; the message names the log."""
+
+
+def class_weight_lines(base_config: str, data_root: str) -> str:
+    """Config lines that weigh the loss by the loop's own class frequencies, or "".
+
+    A config with `use_class_weights = True` computes its loss weights when it is loaded,
+    from the dataset_info.py of its own data_root (none at all where that folder is absent,
+    e.g. on another machine). A round trains on the loop's prepared folder, so its weights
+    come from there: the rare genera the loop finds weigh as much as they are rare."""
+    from mmengine.config import Config
+
+    base = Config.fromfile(base_config)
+    if not base.get("use_class_weights", False):
+        return ""
+    loss = base.model.decode_head.get("loss_decode")
+    if not isinstance(loss, dict):
+        raise ValueError(
+            f"{base_config}: use_class_weights with a list of decode losses; set each loss's "
+            "class_weight in the config, or use_class_weights = False"
+        )
+    weights = dataset_class_info(data_root, base.get("taxonomy", "fine"))["class_weights"]
+    if weights is None:
+        raise ValueError(f"{data_root} has no dataset_info.py: the round's data is not prepared")
+    return f"model = dict(decode_head=dict(loss_decode=dict(class_weight={weights!r})))\n"
 
 
 def write_finetune_config(folder: Path, base_config: str, data_root: str, epochs: int) -> Path:
@@ -45,6 +71,7 @@ param_scheduler = [
 train_cfg = dict(max_epochs={epochs}, val_interval={interval})
 default_hooks = dict(checkpoint=dict(interval={interval}, max_keep_ckpts=1))
 """
+    text += class_weight_lines(base_config, data_root)
     path = folder / CONFIG_FILE
     write_bytes_atomic(path, text.encode())
     return path

@@ -443,6 +443,54 @@ def test_receive_prepares_fine_tunes_evaluates_and_records_the_round(loop, recei
     assert (loop["loop_dir"] / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("weighted", [True, False])
+def test_a_round_weighs_its_loss_by_the_loops_own_class_frequencies(tmp_path, weighted):
+    """A config with use_class_weights computes its weights when loaded, from its own data
+    root; the round's config carries those of the loop's prepared folder instead."""
+    from mmengine.config import Config
+
+    from annotation.finetune import write_finetune_config
+    from dataset.info import INFO_FILE, read_dataset_info, write_dataset_info
+    from dataset.taxonomy import load_taxonomy
+
+    fine = load_taxonomy("fine")
+
+    def prepared_folder(name: str, rare_class: int) -> Path:
+        counts = np.zeros(256, np.int64)
+        counts[: fine.num_classes] = 1000
+        counts[rare_class] = 10
+        folder = tmp_path / name
+        folder.mkdir()
+        write_dataset_info(folder, fine, {"train": counts}, {"train": 1}, {}, "the test")
+        return folder
+
+    base_root, loop_root = prepared_folder("base", 3), prepared_folder("loop", 7)
+    base_weights = read_dataset_info(base_root / INFO_FILE)["class_weights"]
+    loop_weights = read_dataset_info(loop_root / INFO_FILE)["class_weights"]
+    assert base_weights != loop_weights  # the check below can tell them apart
+    base = tmp_path / "user_config.py"
+    recipe = ROOT / "configs" / "dinov2_vitb14_coralsegv4_ms_config_segformer.py"
+    base.write_text(
+        f"_base_ = [{str(recipe)!r}]\n"
+        "from dataset.info import dataset_class_info\n"
+        f"data_root = {str(base_root)!r}\n"
+        "dataset_info = dataset_class_info(data_root, 'fine')\n"
+        f"use_class_weights = {weighted}\n"
+        "model = dict(decode_head=dict(loss_decode=dict(\n"
+        "    class_weight=dataset_info['class_weights'] if use_class_weights else None)))\n"
+    )
+    assert Config.fromfile(base).model.decode_head.loss_decode.class_weight == (
+        base_weights if weighted else None
+    )
+    round_folder = tmp_path / "round_1"
+    round_folder.mkdir()
+    config = Config.fromfile(write_finetune_config(round_folder, str(base), str(loop_root), 4))
+    assert config.train_dataloader.dataset.data_root == str(loop_root.resolve())
+    loss = config.model.decode_head.loss_decode
+    assert loss.class_weight == (loop_weights if weighted else None)
+    assert loss.type == "CrossEntropyLoss"  # the rest of the user's loss is kept
+
+
 def test_a_second_receive_of_the_same_round_is_refused(loop, received, caplog):
     export = loop["tmp"] / "corrected.zip"
     mtime = (loop["loop_dir"] / "rounds.csv").stat().st_mtime_ns
