@@ -175,12 +175,16 @@ class WindowedMap:
             )
         return class_map
 
+    def counted(self, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+        """Counted pixels (not 255) of a box (bottom and right exclusive)."""
+        return self._read(Window(left, top, right - left, bottom - top)) != IGNORE
+
     def valid_around(self, colony: Colony) -> np.ndarray:
         """Counted pixels (not 255) in the colony's box grown by one pixel, clipped to the map."""
         top, left, bottom, right = colony.box
         top, left = max(top - 1, 0), max(left - 1, 0)
         bottom, right = min(bottom + 1, self.shape[0]), min(right + 1, self.shape[1])
-        return self._read(Window(left, top, right - left, bottom - top)) != IGNORE
+        return self.counted(top, left, bottom, right)
 
 
 class MosaicImage(WindowedMap):

@@ -25,7 +25,7 @@ from analysis.groups import (
     summarize_groups,
 )
 from analysis.mosaic_source import MosaicOutput
-from analysis.mosaic_summary import summarize_mosaic
+from analysis.mosaic_summary import summarize_mosaic, summarize_mosaic_pair
 from analysis.open_source import DEFAULT_CLASS_FIELD, is_polygon_file, open_source
 from analysis.output import check_target, staged_folder, write_csv
 from analysis.polygon_source import PolygonSource
@@ -180,14 +180,28 @@ def _load_matching(stem: str, sources: dict[str, LabelSource]) -> dict[str, Imag
     return labels
 
 
+def windowed_pair(sources: dict[str, LabelSource], options: SummaryOptions) -> bool:
+    """A tiled run's mosaics beside corrected polygons, with no quadrat options: counted
+    window by window (mosaic_summary.summarize_mosaic_pair)."""
+    main = next(iter(sources.values()))
+    return (
+        len(sources) == 2
+        and isinstance(main, MosaicOutput)
+        and isinstance(sources.get(ANNOTATED), PolygonSource)
+        and not options.quadrat.given
+    )
+
+
 def summarize_image(
     stem: str, sources: dict[str, LabelSource], options: SummaryOptions, classes: ClassInfo,
     codes: list[str],
 ) -> Collected:  # fmt: skip
     """Every row of one image; raises (naming the file) when the image cannot be counted."""
     main = next(iter(sources.values()))
-    # A mosaic or polygon map alone is never read whole. Compared with polygons (--truth)
-    # both maps are read whole: mosaic_summary.py counts one source at a time.
+    # A mosaic or polygon map is never read whole, alone or beside corrected polygons
+    # (--truth); quadrat options (a full-size region) take the whole-map path below.
+    if windowed_pair(sources, options):
+        return summarize_mosaic_pair(stem, main, sources[ANNOTATED], options, classes, codes)
     polygon_truth = len(sources) == 2 and isinstance(sources.get(ANNOTATED), PolygonSource)
     if isinstance(main, MosaicOutput | PolygonSource) and not polygon_truth:
         return summarize_mosaic(stem, main, options, classes, codes, len(sources) - 1)

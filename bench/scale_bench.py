@@ -5,6 +5,7 @@
         --tile-size 2048                                          # bench/gpu_session.sh
     python bench/scale_bench.py --sizes 192 --tile-size 128 --overlap 32 --quadrat 128  # smoke
     python bench/scale_bench.py --reef-stats                      # 10k, 20k, 40k px, CPU
+    python bench/scale_bench.py --reef-stats --truth              # beside corrected polygons
 
 Target (issue 15): peak host RSS flat within 20 % and seconds per megapixel within
 25 % across sizes; a 40000 px mosaic within 8 GiB of host memory and the GPU memory
@@ -21,7 +22,9 @@ table and one JSON line.
 folder (class-map GeoTIFF + colonies GeoJSON, written here directly, no inference) at a
 fixed colony density (one disc colony per 500 x 500 px cell: 400 at 10000 px, 6400 at
 40000 px), in a fresh process each. Target (issue 23): peak RSS <= 2 GiB at every size
-and within 20 % of the smallest.
+and within 20 % of the smallest. With --truth the same map is summarized beside its
+colonies as corrected polygons (`--truth colonies.geojson --images ortho.tif`, the ortho
+a copy of the class map's grid): the pair is counted window by window as well.
 """
 
 from __future__ import annotations
@@ -93,9 +96,11 @@ def main(
     quadrat: int = 512,
     keep: bool = False,
     reef_stats: bool = False,
+    truth: bool = False,
 ) -> dict:
     if reef_stats:
-        return reef_stats_bench(sizes if sizes != "2048,8192,16384" else "10000,20000,40000", keep)
+        stats_sizes = sizes if sizes != "2048,8192,16384" else "10000,20000,40000"
+        return reef_stats_bench(stats_sizes, keep, truth)
     sizes = _sizes(sizes)
     config = MAIN_CONFIG if full_models else TINY_CONFIG
     rows = []
@@ -208,7 +213,9 @@ def write_mosaic_outputs(folder: Path, size: int, classes: list[str]) -> int:
     return count
 
 
-def reef_stats_bench(sizes: str | int | tuple = "10000,20000,40000", keep: bool = False) -> dict:
+def reef_stats_bench(
+    sizes: str | int | tuple = "10000,20000,40000", keep: bool = False, truth: bool = False
+) -> dict:
     """Peak RSS of reef_stats.py summarize on mosaics of each size (see the module's text)."""
     sizes = _sizes(sizes)
     classes = ["background", "Acropora", "Porites", "Pocillopora"]
@@ -220,21 +227,31 @@ def reef_stats_bench(sizes: str | int | tuple = "10000,20000,40000", keep: bool 
             out = workdir / f"stats-{size}"
             command = [sys.executable, str(ROOT / "reef_stats.py"), "summarize", str(mosaics),
                        "--output-dir", str(out)]  # fmt: skip
+            if truth:  # the colonies as corrected polygons, over an ortho of the same grid
+                ortho = workdir / f"ortho-{size}" / f"mosaic_{size}.tif"
+                ortho.parent.mkdir()
+                shutil.copy(mosaics / f"mosaic_{size}.classes.tif", ortho)
+                command += ["--truth", str(mosaics / f"mosaic_{size}.geojson"),
+                            "--images", str(ortho)]  # fmt: skip
             env = dict(os.environ, CORAL_ENV_FILE=os.devnull, MPLBACKEND="Agg")
             peak, wall, _ = peak_rss_of(command, env, ROOT)
             rows.append(dict(size=size, colonies=colonies, peak_rss_mib=peak,
                              wall_s=round(wall, 1)))  # fmt: skip
             print(f"  {size:6d} px: {colonies:6d} colonies, reef_stats peak RSS {peak:6d} MiB, "
                   f"{wall:7.1f} s", flush=True)  # fmt: skip
+            if not (out / "cover.csv").is_file():
+                raise RuntimeError(f"reef_stats.py summarize wrote nothing for {size} px")
             shutil.rmtree(mosaics)
             shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(workdir / f"ortho-{size}", ignore_errors=True)
     peaks = [r["peak_rss_mib"] for r in rows]
     growth = max(peaks) / min(peaks) - 1
     figures = dict(
-        benchmark="reef_stats_scale", rows=rows, memory_growth=round(growth, 3),
+        benchmark="reef_stats_scale", truth=truth, rows=rows, memory_growth=round(growth, 3),
         memory_flat=growth <= MEMORY_FLAT_WITHIN, under_2_gib=max(peaks) <= STATS_PEAK_MIB,
     )  # fmt: skip
-    print(f"\nreef_stats.py summarize on mosaics/ outputs: peak RSS at most {max(peaks)} MiB "
+    what = "mosaics/ outputs beside corrected polygons" if truth else "mosaics/ outputs"
+    print(f"\nreef_stats.py summarize on {what}: peak RSS at most {max(peaks)} MiB "
           f"(target {STATS_PEAK_MIB}), +{growth:.0%} from smallest to largest "
           f"(target {MEMORY_FLAT_WITHIN:.0%})")  # fmt: skip
     print(json.dumps(figures))

@@ -264,6 +264,85 @@ def test_a_corrected_geojson_gives_the_corrected_numbers_not_the_stale_maps(tmp_
     assert errors.loc["green_coral", "mean_error_pp"] == pytest.approx(-moved)
 
 
+def test_a_mosaic_beside_its_corrections_is_counted_by_windows_as_whole_maps_count_it(
+    tmp_path, monkeypatch
+):
+    """summarize MOSAICS --truth corrected.geojson reads neither map whole: 64 px windows
+    give every table the whole-map pair path (summary.py's, as for quadrats) gives."""
+    from analysis import summary
+
+    ortho, _, colonies_json = _tiled_run(tmp_path)
+    collection = json.loads(colonies_json.read_text())
+    (seam,) = collection["features"]  # the red colony across a tile seam, at (470, 300)
+    collection["features"] = []  # people deleted it, and drew another (below)
+    to_map = [0.001, 0, 0, -0.001, 500_000.0, 8_200_000.0]  # _georeferenced_mosaic's grid
+
+    def feature(properties: dict, pixels: Polygon) -> dict:
+        geometry = shapely.affinity.affine_transform(pixels, to_map)
+        return {"type": "Feature", "properties": properties,
+                "geometry": shapely.geometry.mapping(geometry)}  # fmt: skip
+
+    collection["features"].append(feature({"class": "red_coral"}, box(100, 100, 160, 150)))
+    corrected = tmp_path / "corrected.geojson"
+    corrected.write_text(json.dumps(collection))
+    # the annotated area, which cuts the deleted colony, is what both maps count
+    area = tmp_path / "area.geojson"
+    area.write_text(json.dumps({"type": "FeatureCollection", "crs": collection["crs"],
+                                "features": [feature({}, box(0, 0, 480, 420))]}))  # fmt: skip
+    argv = ["summarize", str(tmp_path / "out" / "mosaics"), "--truth", str(corrected),
+            "--images", str(ortho), "--area", str(area), "--points", "30"]  # fmt: skip
+
+    from test_mosaic import CLASSES
+
+    classes_txt = tmp_path / "classes.txt"
+    classes_txt.write_text("\n".join(CLASSES) + "\n")
+    maps = {  # whole, by the readers' own load, before the windowed run forbids it
+        "predicted": open_source(tmp_path / "out" / "mosaics").load("reef").class_map,
+        "annotated": open_source(corrected, classes=classes_txt, images=ortho, area=area)
+        .load("reef")
+        .class_map,
+    }
+    whole = tmp_path / "whole"
+    with monkeypatch.context() as patch:
+        patch.setattr(summary, "windowed_pair", lambda *a: False)
+        assert reef_stats.main([*argv, "--output-dir", str(whole)]) == 0
+
+    def never(self, stem):
+        raise AssertionError("a whole map was read")
+
+    monkeypatch.setattr(mosaic_source, "WINDOW", 64)  # 700 x 500 px: 88 windows
+    monkeypatch.setattr(mosaic_source.MosaicOutput, "load", never)
+    monkeypatch.setattr(PolygonSource, "load", never)
+    windowed = tmp_path / "windowed"
+    assert reef_stats.main([*argv, "--output-dir", str(windowed)]) == 0
+    tables = ["images.csv", "cover.csv", "colonies.csv", "groups.csv", "size_classes.csv",
+              "cover_error.csv"]  # fmt: skip
+    for name in tables:
+        expected = pd.read_csv(whole / name)
+        pd.testing.assert_frame_equal(pd.read_csv(windowed / name), expected, obj=name)
+    # CoralNet's points: drawn cell by cell in window order (another draw of the same rule
+    # than the whole map's row order), the same pixels for both, on the shared area only
+    points = {kind: pd.read_csv(windowed / "coralnet" / kind / "annotations.csv")
+              for kind in maps}  # fmt: skip
+    where = points["predicted"][["Row", "Column"]]
+    assert where.equals(points["annotated"][["Row", "Column"]])
+    shared = (maps["predicted"] != 255) & (maps["annotated"] != 255)
+    assert 20 <= len(where) <= 30 and shared[where["Row"], where["Column"]].all()
+    codes = ("background", "redcoral", "greencoral")
+    for kind, class_map in maps.items():
+        labels = class_map[where["Row"], where["Column"]]
+        assert points[kind]["Label code"].tolist() == [codes[i] for i in labels], kind
+    images = pd.read_csv(windowed / "images.csv").set_index("source")
+    assert images["valid_pixels"].tolist() == [shared.sum()] * 2 < [350_000] * 2  # one area
+    colonies = pd.read_csv(windowed / "colonies.csv").set_index("source")
+    seam_whole = shapely.affinity.affine_transform(
+        shapely.geometry.shape(seam["geometry"]), [1000, 0, 0, -1000, -500_000_000, 8_200_000_000]
+    )
+    clipped = colonies.loc["predicted"]  # the stale map's colony, clipped to the shared area
+    assert clipped["touches_edge"] and clipped["area_px"] < 0.8 * seam_whole.area
+    assert colonies.loc["annotated", "area_px"] == 60 * 50
+
+
 def test_a_polygon_file_names_its_unknown_labels_and_missing_class_field(tmp_path, capsys):
     ortho = write_orthomosaic(tmp_path / "ortho.tif")
     to_map = [UTM_2MM.a, UTM_2MM.b, UTM_2MM.d, UTM_2MM.e, UTM_2MM.c, UTM_2MM.f]

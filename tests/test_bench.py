@@ -135,12 +135,13 @@ def test_scale_bench_smallest_setting(capsys):
     assert '"benchmark": "scale"' in capsys.readouterr().out
 
 
-def test_reef_stats_scale_bench_smallest_setting(capsys):
+@pytest.mark.parametrize("truth", [False, True])
+def test_reef_stats_scale_bench_smallest_setting(capsys, truth):
     import scale_bench
 
-    result = scale_bench.main(reef_stats=True, sizes="600,1200")
+    result = scale_bench.main(reef_stats=True, sizes="600,1200", truth=truth)
     assert [(r["size"], r["colonies"]) for r in result["rows"]] == [(600, 1), (1200, 4)]
-    assert all(r["peak_rss_mib"] > 100 for r in result["rows"])
+    assert all(r["peak_rss_mib"] > 100 for r in result["rows"]) and result["truth"] == truth
     assert '"benchmark": "reef_stats_scale"' in capsys.readouterr().out
 
 
