@@ -19,7 +19,9 @@ replaced by rename: a reader finds either no file (a first run still going or
 killed) or a complete COCO document. A folder that holds another run's results is
 refused unless overwrite is asked for, and even then when no run's marker (RUN_FILE)
 says a run made the files it would remove, or when they hold the input; a folder
-another run is writing is refused. --overwrite removes only the names a run writes.
+another run is writing is refused. --overwrite removes only the files a run writes
+(RUN_FILES: visualizations/<stem>.jpg, masks/<stem>/instance_NNN.png, ...); a file of
+the user's beside them stays, also in masks/<stem>/ when that image is written again.
 
 A sharded run (several processes) shares one folder: its main process claims it
 and holds the lock; the others `join` it and write only their own images. Each
@@ -34,6 +36,7 @@ import contextlib
 import fcntl
 import heapq
 import json
+import logging
 import os
 import re
 import shutil
@@ -50,6 +53,8 @@ from dataset.coco import coco_document, image_annotations
 from dataset.image_io import write_bytes_atomic, write_image
 from dataset.output_safety import input_inside
 from dataset.visualize import draw_instances
+
+log = logging.getLogger("inference")
 
 RUN_FILE = "inference_run.json"
 LOCK_FILE = ".inference.lock"
@@ -68,6 +73,18 @@ OUTPUTS = (
     "taglab_project.json",  # --taglab (exchange/run_to_taglab.py)
     "taglab_images",
 )
+# The names a run writes in each of its folders; --overwrite removes those, and nothing
+# a user put beside them. masks/ holds a folder per image (instance_NNN.png files).
+RUN_FILES = {
+    "visualizations": re.compile(r"[^/]+\.jpg"),
+    "semantic": re.compile(r"[^/]+\.png"),
+    ".per_image": re.compile(r"[^/]+\.json"),
+    PROCESS_LOGS: re.compile(r"process_\d+\.txt"),
+    "mosaics": re.compile(r"[^/]+\.(classes\.tif|confidence\.tif|geojson|gpkg)"),
+    "taglab_images": re.compile(r"[^/]+\.png"),
+    "masks": re.compile(r"instance_\d+\.png"),  # inside masks/<image>/
+}
+TEMPORARY = re.compile(r"\..*\.(tmp-.*|partial)")  # a killed run's (image_io, _write_outputs)
 # What dataset.image_io.read_rgb decodes (OpenCV, or Pillow for GIF and JPEG 2000).
 READABLE_SUFFIXES = tuple(
     dict.fromkeys(
@@ -264,13 +281,21 @@ class OutputFolder:
         self.close()
 
     def _clear(self) -> None:
-        """Remove what a run writes, and nothing else."""
-        for name in (*OUTPUTS, RUN_FILE):
+        """Remove what a run writes, and nothing else: in each of its folders only the
+        files named as a run names them (RUN_FILES); a folder left holding files of the
+        user's stays, and the log says which."""
+        kept = []
+        for name in OUTPUTS:
             path = self.root / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
+            if path.is_dir() and not path.is_symlink():
+                kept += _clear_run_folder(path, name)
+            elif (path.is_file() or path.is_symlink()) and name not in RUN_FILES:
                 path.unlink()
+        (self.root / RUN_FILE).unlink(missing_ok=True)
+        if kept:
+            shown = ", ".join(str(p.relative_to(self.root)) for p in kept[:10])
+            more = f" and {len(kept) - 10} more" if len(kept) > 10 else ""
+            log.warning("--overwrite kept what no run writes in %s: %s%s", self.root, shown, more)
 
     def _remove_leftovers(self) -> None:
         """Temporary files and staging folders of a run that was killed (this run holds
@@ -345,8 +370,13 @@ class OutputFolder:
         staging.mkdir()
         for number, inst in enumerate(result.instances, start=1):
             write_image(staging / f"instance_{number:03d}.png", inst.mask.astype(np.uint8) * 255)
-        shutil.rmtree(mask_dir, ignore_errors=True)
-        staging.rename(mask_dir)
+        if mask_dir.is_dir() and not mask_dir.is_symlink() and remove_instance_files(mask_dir):
+            # files of the user's beside an earlier run's masks stay; ours move in beside them
+            for path in staging.iterdir():
+                path.rename(mask_dir / path.name)
+            staging.rmdir()
+        else:
+            staging.rename(mask_dir)
         drawn = draw_instances(image_rgb, result.instances, classes, palette)
         write_image(
             self.root / "visualizations" / f"{stem}.jpg",
@@ -360,8 +390,11 @@ class OutputFolder:
     def _remove_outputs(self, stem: str) -> None:
         """What an unfinished image left (only files: a folder in a file's place is the
         user's and stays); best effort, the original error is what the user needs."""
-        for staging in (self.root / "masks" / f".{stem}.partial", self.root / "masks" / stem):
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(self.root / "masks" / f".{stem}.partial", ignore_errors=True)
+        mask_dir = self.root / "masks" / stem
+        if mask_dir.is_dir() and not mask_dir.is_symlink():
+            with contextlib.suppress(OSError):
+                remove_instance_files(mask_dir)
         for path in (self.root / "visualizations" / f"{stem}.jpg",
                      self.root / "semantic" / f"{stem}.png", self._record(stem)):  # fmt: skip
             if path.is_file() or path.is_symlink():
@@ -388,6 +421,39 @@ class OutputFolder:
         target = self.root / "predictions.json"
         write_bytes_atomic(target, json.dumps(coco_document(images, annotations, classes)).encode())
         return target
+
+
+def _clear_run_folder(folder: Path, name: str) -> list[Path]:
+    """Remove the run's files from one of its folders (and the folder, if that empties
+    it); returns what was kept."""
+    pattern = RUN_FILES[name]
+    kept = []
+    for path in sorted(folder.iterdir()):
+        if TEMPORARY.fullmatch(path.name):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        elif name == "masks" and path.is_dir() and not path.is_symlink():
+            kept += remove_instance_files(path)
+        elif name != "masks" and pattern.fullmatch(path.name) and not path.is_dir():
+            path.unlink()
+        else:
+            kept.append(path)
+    if not kept:
+        folder.rmdir()
+    return kept
+
+
+def remove_instance_files(mask_dir: Path) -> list[Path]:
+    """Remove the instance_NNN.png files of masks/<image>/ (and the folder, if that
+    empties it); returns what else is there, which stays."""
+    others = []
+    for path in sorted(mask_dir.iterdir()):
+        if RUN_FILES["masks"].fullmatch(path.name) and not path.is_dir():
+            path.unlink()
+        else:
+            others.append(path)
+    if not others:
+        mask_dir.rmdir()
+    return others
 
 
 def _records(lines: Iterable[str]) -> Iterator[tuple[str, str]]:

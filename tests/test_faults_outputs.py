@@ -8,12 +8,14 @@ reruns with --overwrite; kills a run. Every refusal must leave every byte where 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from test_analysis_synthetic import ACROPORA, FINE, PORITES, disc, write_png
@@ -148,6 +150,64 @@ def test_inference_overwrite_keeps_outputs_no_run_marked(tmp_path):
     assert "masks" in str(refused.value)
     assert (out / "masks" / "hand_traced.png").read_bytes() == b"hours of tracing"
     assert sorted(p.name for p in out.iterdir()) == ["masks"], "no lock file left behind"
+
+
+def test_inference_overwrite_removes_the_runs_files_and_keeps_the_users(tmp_path, caplog):
+    """A user works in a results folder: a QGIS style beside the colonies, notes beside the
+    overlays, a traced mask in an image's mask folder, a copy of it elsewhere. --overwrite
+    (other settings) removes each file a run writes, and none of those."""
+    out = tmp_path / "results"
+    with OutputFolder(out, {"run": 1}):
+        pass
+    runs = ["visualizations/IMG_1.jpg", "masks/IMG_1/instance_001.png",
+            "masks/IMG_1/instance_002.png", "masks/IMG_2/instance_001.png", "semantic/IMG_1.png",
+            ".per_image/IMG_1.json", "mosaics/ortho.classes.tif", "mosaics/ortho.confidence.tif",
+            "mosaics/ortho.geojson", "mosaics/ortho.gpkg", "taglab_images/IMG_3.png",
+            "predictions.json", "inference_log.txt", "taglab_project.json",
+            "visualizations/.IMG_2.jpg.tmp-123", ".process_logs/process_0001.txt"]  # fmt: skip
+    users = {"visualizations/notes.txt": b"IMG_1 is blurred", "masks/IMG_1/traced.png": b"t",
+             "masks/checked/IMG_1.png": b"checked", "mosaics/ortho.qml": b"<qgis/>",
+             "report_2026.docx": b"draft"}  # fmt: skip
+    for name in runs:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"run 1")
+    for name, data in users.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    with caplog.at_level("WARNING", logger="inference"):
+        OutputFolder(out, {"run": 2}, overwrite=True).close()
+    assert [name for name in runs if (out / name).exists()] == []
+    assert {name: (out / name).read_bytes() for name in users} == users
+    assert not (out / "semantic").exists() and not (out / "masks" / "IMG_2").exists()
+    assert "masks/IMG_1/traced.png" in caplog.text and "mosaics/ortho.qml" in caplog.text
+    assert json.loads((out / RUN_FILE).read_text()) == {"run": 2}
+
+
+def test_writing_an_image_again_keeps_the_users_file_in_its_mask_folder(tmp_path):
+    """The image's new masks replace the old ones beside the user's file; a failed image
+    removes its masks and still keeps it."""
+    from inferencer import InferenceResult
+    from models.fusion import Instance
+
+    out = tmp_path / "results"
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 2:6] = True
+    colony = Instance(mask, 1, 0.9, False, "sam")
+    result = InferenceResult([colony, colony], mask.astype(np.uint8))
+    image = np.zeros((8, 8, 3), np.uint8)
+    with OutputFolder(out, {"run": 1}) as folder:
+        (out / "masks" / "IMG_1").mkdir()
+        for name in ("instance_001.png", "instance_002.png", "instance_003.png"):
+            (out / "masks" / "IMG_1" / name).write_bytes(b"old")
+        (out / "masks" / "IMG_1" / "traced.png").write_bytes(b"hours of tracing")
+        folder._write_outputs("IMG_1", image, result, ["background", "coral"], [(0, 0, 0)] * 2,
+                              save_semantic=False)  # fmt: skip
+        written = sorted(p.name for p in (out / "masks" / "IMG_1").iterdir())
+        assert written == ["instance_001.png", "instance_002.png", "traced.png"]
+        assert cv2.imread(str(out / "masks" / "IMG_1" / "instance_002.png"), 0).sum() == 12 * 255
+        folder._remove_outputs("IMG_1")
+    assert [p.name for p in (out / "masks" / "IMG_1").iterdir()] == ["traced.png"]
+    assert (out / "masks" / "IMG_1" / "traced.png").read_bytes() == b"hours of tracing"
 
 
 def test_inference_refuses_an_input_inside_what_it_would_clear(tmp_path):
