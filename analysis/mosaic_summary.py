@@ -47,6 +47,11 @@ def summarize_mosaic_pair(
     """A mosaic's predictions beside its corrected polygons, counted as summary.py counts a
     quadrat's pair (one counted area: pixels neither map ignores; one name and scale: the
     predicted map's; the cover error of the pair), a window at a time."""
+    if options.quadrat.given:
+        raise SourceError(
+            f"{stem}: an orthomosaic is counted over the area both maps count; "
+            "--quadrat-mask and --quadrat-polygon apply to quadrat photos"
+        )
     out = Collected()
     with predicted.open(stem) as mine, annotated.open(stem) as truth:
         if mine.shape != truth.shape:

@@ -181,14 +181,13 @@ def _load_matching(stem: str, sources: dict[str, LabelSource]) -> dict[str, Imag
 
 
 def windowed_pair(sources: dict[str, LabelSource], options: SummaryOptions) -> bool:
-    """A tiled run's mosaics beside corrected polygons, with no quadrat options: counted
-    window by window (mosaic_summary.summarize_mosaic_pair)."""
+    """A tiled run's mosaics beside corrected polygons: counted window by window
+    (mosaic_summary.summarize_mosaic_pair)."""
     main = next(iter(sources.values()))
     return (
         len(sources) == 2
         and isinstance(main, MosaicOutput)
         and isinstance(sources.get(ANNOTATED), PolygonSource)
-        and not options.quadrat.given
     )
 
 
@@ -199,7 +198,7 @@ def summarize_image(
     """Every row of one image; raises (naming the file) when the image cannot be counted."""
     main = next(iter(sources.values()))
     # A mosaic or polygon map is never read whole, alone or beside corrected polygons
-    # (--truth); quadrat options (a full-size region) take the whole-map path below.
+    # (--truth); quadrat options are refused for both (a quadrat is a photo's frame).
     if windowed_pair(sources, options):
         return summarize_mosaic_pair(stem, main, sources[ANNOTATED], options, classes, codes)
     polygon_truth = len(sources) == 2 and isinstance(sources.get(ANNOTATED), PolygonSource)

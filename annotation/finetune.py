@@ -18,8 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from annotation.state import LoopError
 from dataset.image_io import write_bytes_atomic
-from dataset.info import dataset_class_info
+from dataset.info import INFO_FILE, read_dataset_info
 
 log = logging.getLogger("annotate")
 REPO = Path(__file__).resolve().parents[1]
@@ -43,15 +44,18 @@ def class_weight_lines(base_config: str, data_root: str) -> str:
     base = Config.fromfile(base_config)
     if not base.get("use_class_weights", False):
         return ""
-    loss = base.model.decode_head.get("loss_decode")
+    head = base.model.get("decode_head")
+    loss = head.get("loss_decode") if isinstance(head, dict) else None
     if not isinstance(loss, dict):
-        raise ValueError(
-            f"{base_config}: use_class_weights with a list of decode losses; set each loss's "
-            "class_weight in the config, or use_class_weights = False"
+        raise LoopError(
+            f"{base_config}: use_class_weights = True, but model.decode_head.loss_decode is "
+            "not one loss (a dict): the loop cannot set its class weights; set "
+            "use_class_weights = False, or give the head one loss"
         )
-    weights = dataset_class_info(data_root, base.get("taxonomy", "fine"))["class_weights"]
-    if weights is None:
-        raise ValueError(f"{data_root} has no dataset_info.py: the round's data is not prepared")
+    info = Path(data_root) / INFO_FILE
+    if not info.is_file():
+        raise LoopError(f"{info} is missing: the round's data is not prepared")
+    weights = read_dataset_info(info)["class_weights"]
     return f"model = dict(decode_head=dict(loss_decode=dict(class_weight={weights!r})))\n"
 
 

@@ -52,13 +52,22 @@ from dataset import IMAGE_SUFFIXES
 from dataset.coco import coco_document, image_annotations
 from dataset.image_io import write_bytes_atomic, write_image
 from dataset.output_safety import input_inside
+from dataset.run_files import (
+    END_FILES,
+    PROCESS_LOGS,
+    clear_run_files,
+    edited_files,
+    end_file_target,
+    note_written,
+    odd_shapes,
+    remove_instance_files,
+)
 from dataset.visualize import draw_instances
 
 log = logging.getLogger("inference")
 
 RUN_FILE = "inference_run.json"
 LOCK_FILE = ".inference.lock"
-PROCESS_LOGS = ".process_logs"
 # a log record's first line starts with logging's asctime (its order is time order)
 RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 OUTPUTS = (
@@ -73,18 +82,6 @@ OUTPUTS = (
     "taglab_project.json",  # --taglab (exchange/run_to_taglab.py)
     "taglab_images",
 )
-# The names a run writes in each of its folders; --overwrite removes those, and nothing
-# a user put beside them. masks/ holds a folder per image (instance_NNN.png files).
-RUN_FILES = {
-    "visualizations": re.compile(r"[^/]+\.jpg"),
-    "semantic": re.compile(r"[^/]+\.png"),
-    ".per_image": re.compile(r"[^/]+\.json"),
-    PROCESS_LOGS: re.compile(r"process_\d+\.txt"),
-    "mosaics": re.compile(r"[^/]+\.(classes\.tif|confidence\.tif|geojson|gpkg)"),
-    "taglab_images": re.compile(r"[^/]+\.png"),
-    "masks": re.compile(r"instance_\d+\.png"),  # inside masks/<image>/
-}
-TEMPORARY = re.compile(r"\..*\.(tmp-.*|partial)")  # a killed run's (image_io, _write_outputs)
 # What dataset.image_io.read_rgb decodes (OpenCV, or Pillow for GIF and JPEG 2000).
 READABLE_SUFFIXES = tuple(
     dict.fromkeys(
@@ -181,6 +178,7 @@ class OutputFolder:
     ) -> None:
         self.root = Path(root)
         self._lock = None
+        self.kept: list[Path] = []  # files of the user's that --overwrite left in place
         if join:
             self._join(run_info)
             return
@@ -281,21 +279,27 @@ class OutputFolder:
         self.close()
 
     def _clear(self) -> None:
-        """Remove what a run writes, and nothing else: in each of its folders only the
-        files named as a run names them (RUN_FILES); a folder left holding files of the
-        user's stays, and the log says which."""
-        kept = []
-        for name in OUTPUTS:
-            path = self.root / name
-            if path.is_dir() and not path.is_symlink():
-                kept += _clear_run_folder(path, name)
-            elif (path.is_file() or path.is_symlink()) and name not in RUN_FILES:
-                path.unlink()
+        """Remove what a run writes, and nothing else (dataset/run_files.py): refused,
+        before anything is removed, where someone changed a run's file since the run
+        wrote it or a run's name holds something else; files no run writes stay, listed
+        in `kept` (the run logs them)."""
+        problems = odd_shapes(self.root)
+        edited = edited_files(self.root)
+        if edited:
+            more = f" and {len(edited) - 10} more" if len(edited) > 10 else ""
+            shown = ", ".join(edited[:10]) + more
+            problems.append(
+                f"changed after the run wrote them: {shown} (a layer edited in QGIS, a project "
+                "saved by TagLab?); move them out of the folder to keep them"
+            )
+        if problems:
+            raise OutputConflictError(
+                f"--overwrite would replace what is not the last run's in {self.root}: "
+                + "; ".join(problems)
+                + ". Then run again, or choose another --output-dir."
+            )
+        self.kept = [p.relative_to(self.root) for p in clear_run_files(self.root)]
         (self.root / RUN_FILE).unlink(missing_ok=True)
-        if kept:
-            shown = ", ".join(str(p.relative_to(self.root)) for p in kept[:10])
-            more = f" and {len(kept) - 10} more" if len(kept) > 10 else ""
-            log.warning("--overwrite kept what no run writes in %s: %s%s", self.root, shown, more)
 
     def _remove_leftovers(self) -> None:
         """Temporary files and staging folders of a run that was killed (this run holds
@@ -418,42 +422,25 @@ class OutputFolder:
             images.append({"id": image_id, **record["image"]})
             for annotation in record["annotations"]:
                 annotations.append({**annotation, "id": len(annotations) + 1, "image_id": image_id})
-        target = self.root / "predictions.json"
+        target = self.end_file_target("predictions.json")
         write_bytes_atomic(target, json.dumps(coco_document(images, annotations, classes)).encode())
+        self.note_written(target)
         return target
 
+    def end_file_target(self, name: str) -> Path:
+        """Where an end-of-run file goes: beside the last run's (<stem>.new<suffix>), with a
+        warning, when someone changed that one since (dataset/run_files.py)."""
+        target = end_file_target(self.root, name)
+        if target.name != name:
+            log.warning("%s was changed after the run wrote it: kept; this run's is %s",
+                        self.root / name, target)  # fmt: skip
+        return target
 
-def _clear_run_folder(folder: Path, name: str) -> list[Path]:
-    """Remove the run's files from one of its folders (and the folder, if that empties
-    it); returns what was kept."""
-    pattern = RUN_FILES[name]
-    kept = []
-    for path in sorted(folder.iterdir()):
-        if TEMPORARY.fullmatch(path.name):
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-        elif name == "masks" and path.is_dir() and not path.is_symlink():
-            kept += remove_instance_files(path)
-        elif name != "masks" and pattern.fullmatch(path.name) and not path.is_dir():
-            path.unlink()
-        else:
-            kept.append(path)
-    if not kept:
-        folder.rmdir()
-    return kept
-
-
-def remove_instance_files(mask_dir: Path) -> list[Path]:
-    """Remove the instance_NNN.png files of masks/<image>/ (and the folder, if that
-    empties it); returns what else is there, which stays."""
-    others = []
-    for path in sorted(mask_dir.iterdir()):
-        if RUN_FILES["masks"].fullmatch(path.name) and not path.is_dir():
-            path.unlink()
-        else:
-            others.append(path)
-    if not others:
-        mask_dir.rmdir()
-    return others
+    def note_written(self, path: Path) -> None:
+        """Note an end file the run wrote under its own name (replaced by the next run
+        only while nobody changes it)."""
+        if path.name in END_FILES:
+            note_written(self.root, path)
 
 
 def _records(lines: Iterable[str]) -> Iterator[tuple[str, str]]:

@@ -30,7 +30,7 @@ from dataset.inference_outputs import (
 )
 from dataset.sharding import partition, pixel_count
 from engine.distributed import Processes
-from exchange.run_to_taglab import write_run_project
+from exchange.run_to_taglab import PROJECT, write_run_project
 from inferencer import TwoStageInferencer
 from models.cpu_precision import requested_precision
 from models.fusion import FusionSettings
@@ -156,8 +156,11 @@ def _to_taglab(args, out: OutputFolder, images: list[Path], classes, reports: li
     """--taglab: the run's predictions as one TagLab project; the count of errors."""
     palette = next(r["palette"] for r in reports if r["palette"])
     try:
-        _, refused = write_run_project(out.root, images, out.record_path, classes, palette,
-                                       args.mm_per_pixel)  # fmt: skip
+        target = out.end_file_target(PROJECT)
+        written, refused = write_run_project(out.root, images, out.record_path, classes, palette,
+                                             args.mm_per_pixel, target)  # fmt: skip
+        if written is not None:
+            out.note_written(written)
     except OSError as exc:  # ImageWriteError included
         log.error("TagLab project not written: %s", exc)
         return 1
@@ -235,6 +238,10 @@ def _run(args, scan, pending: list[Path], out: OutputFolder, generator: Generato
     device = processes.device(args.device)
     images = scan.images
     if processes.is_main:
+        if out.kept:
+            more = f" and {len(out.kept) - 10} more" if len(out.kept) > 10 else ""
+            log.warning("--overwrite kept the files no run writes in %s: %s%s", out.root,
+                        ", ".join(map(str, out.kept[:10])), more)  # fmt: skip
         for path, reason in scan.skipped:
             log.warning("%s: skipped: %s", path.name, reason)
         where = f"{processes.world_size} processes" if processes.sharded else device

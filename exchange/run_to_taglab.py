@@ -106,13 +106,15 @@ def write_run_project(
     classes: Sequence[str],
     palette: Sequence[Sequence[int]],
     mm_per_pixel: float | None = None,
+    project: Path | None = None,
 ) -> tuple[Path | None, list[str]]:
-    """<root>/taglab_project.json from every finished image (record_of(stem): its record
-    file); returns the project's path (None when no map could be written) and the names
-    of the images left out, each logged with why."""
+    """<root>/taglab_project.json (or `project`) from every finished image (record_of(stem):
+    its record file); returns the project's path (None when no map could be written) and
+    the names of the images left out, each logged with why."""
     # TagLab's labels: the classes a region can have (background is no region)
     labels = [(n, tuple(int(v) for v in c)) for n, c in zip(classes, palette, strict=True)][1:]
-    writer = TagLabWriter(root / PROJECT, labels, dictionary_name="coral toolkit classes")
+    project = project or root / PROJECT
+    writer = TagLabWriter(project, labels, dictionary_name="coral toolkit classes")
     refused: list[str] = []
     maps = 0
     try:

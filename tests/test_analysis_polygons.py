@@ -341,6 +341,10 @@ def test_a_mosaic_beside_its_corrections_is_counted_by_windows_as_whole_maps_cou
     clipped = colonies.loc["predicted"]  # the stale map's colony, clipped to the shared area
     assert clipped["touches_edge"] and clipped["area_px"] < 0.8 * seam_whole.area
     assert colonies.loc["annotated", "area_px"] == 60 * 50
+    # a quadrat is a photo's frame: refused for a mosaic pair as for a mosaic alone
+    framed = tmp_path / "framed"
+    quadrat = ["--quadrat-polygon", "0,0 100,0 100,100 0,100", "--output-dir", str(framed)]
+    assert reef_stats.main([*argv, *quadrat]) == 1 and not framed.exists()
 
 
 def test_a_polygon_file_names_its_unknown_labels_and_missing_class_field(tmp_path, capsys):

@@ -489,6 +489,18 @@ def test_a_round_weighs_its_loss_by_the_loops_own_class_frequencies(tmp_path, we
     loss = config.model.decode_head.loss_decode
     assert loss.class_weight == (loop_weights if weighted else None)
     assert loss.type == "CrossEntropyLoss"  # the rest of the user's loss is kept
+    if weighted:  # two losses: the loop cannot tell which to weigh, and says so
+        from annotation.state import LoopError
+
+        two = tmp_path / "two_losses.py"
+        two.write_text(
+            f"_base_ = [{str(base)!r}]\n"
+            "model = dict(decode_head=dict(loss_decode=[\n"
+            "    dict(type='CrossEntropyLoss', loss_weight=1.0),\n"
+            "    dict(type='DiceLoss', loss_weight=0.5)]))\n"
+        )
+        with pytest.raises(LoopError, match="not one loss"):
+            write_finetune_config(round_folder, str(two), str(loop_root), 4)
 
 
 def test_a_second_receive_of_the_same_round_is_refused(loop, received, caplog):

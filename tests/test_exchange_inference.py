@@ -4,6 +4,7 @@ colony for colony; maps TagLab cannot hold are named, the rest written."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -42,7 +43,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_a_runs_predictions_become_a_taglab_project_colony_for_colony(
-    tmp_path, monkeypatch, random_semantic_checkpoint
+    tmp_path, monkeypatch, capsys, random_semantic_checkpoint
 ):
     monkeypatch.syspath_prepend(str(ROOT))
     import inference_with_coralscop as cli
@@ -107,6 +108,22 @@ def test_a_runs_predictions_become_a_taglab_project_colony_for_colony(
     assert rotated.image == (out / "taglab_images/rotated.png").resolve()
     np.testing.assert_array_equal(read_rgb(rotated.image), read_rgb(inputs / "rotated.jpg"))
     assert rotated.acquisition_date == "2024-03-15"
+
+    # people correct the project in TagLab and save it in place, and edit the colonies'
+    # GeoPackage in QGIS: a rerun keeps their project and writes its own beside it, and
+    # --overwrite with other settings is refused, naming both, with nothing removed
+    corrected = (out / PROJECT).read_bytes() + b"\n"
+    (out / PROJECT).write_bytes(corrected)
+    assert cli.main(args) == 0
+    assert (out / PROJECT).read_bytes() == corrected
+    assert read_taglab_project(out / "taglab_project.new.json")[0].name == "ortho"
+    os.utime(out / "mosaics/ortho.gpkg")  # saved after the run's record of the image
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert cli.main([*args, "--overwrite", "--min-area", "12"]) == 2
+    refusal = capsys.readouterr().err
+    assert "mosaics/ortho.gpkg" in refusal and PROJECT in refusal
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert (out / PROJECT).read_bytes() == corrected
 
 
 def test_maps_over_taglabs_limit_are_named_and_the_rest_written(tmp_path):

@@ -152,7 +152,7 @@ def test_inference_overwrite_keeps_outputs_no_run_marked(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["masks"], "no lock file left behind"
 
 
-def test_inference_overwrite_removes_the_runs_files_and_keeps_the_users(tmp_path, caplog):
+def test_inference_overwrite_removes_the_runs_files_and_keeps_the_users(tmp_path):
     """A user works in a results folder: a QGIS style beside the colonies, notes beside the
     overlays, a traced mask in an image's mask folder, a copy of it elsewhere. --overwrite
     (other settings) removes each file a run writes, and none of those."""
@@ -174,13 +174,88 @@ def test_inference_overwrite_removes_the_runs_files_and_keeps_the_users(tmp_path
     for name, data in users.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
-    with caplog.at_level("WARNING", logger="inference"):
-        OutputFolder(out, {"run": 2}, overwrite=True).close()
+    with OutputFolder(out, {"run": 2}, overwrite=True) as folder:
+        kept = sorted(map(str, folder.kept))
     assert [name for name in runs if (out / name).exists()] == []
     assert {name: (out / name).read_bytes() for name in users} == users
     assert not (out / "semantic").exists() and not (out / "masks" / "IMG_2").exists()
-    assert "masks/IMG_1/traced.png" in caplog.text and "mosaics/ortho.qml" in caplog.text
+    assert kept == ["masks/IMG_1/traced.png", "masks/checked/IMG_1.png", "mosaics/ortho.qml",
+                    "visualizations/notes.txt"]  # fmt: skip
     assert json.loads((out / RUN_FILE).read_text()) == {"run": 2}
+
+
+def _finished_run(out: Path) -> list[str]:
+    """A run's folder: two images done (a photo and a mosaic, each record written after
+    its files, as a run writes them) and predictions.json noted as written."""
+    files = ["visualizations/IMG_1.jpg", "masks/IMG_1/instance_001.png",
+             ".per_image/IMG_1.json", "mosaics/ortho.classes.tif", "mosaics/ortho.gpkg",
+             ".per_image/ortho.json"]  # fmt: skip
+    with OutputFolder(out, {"run": 1}) as folder:
+        for number, name in enumerate(files):
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(b"run 1")
+            os.utime(out / name, ns=(0, 10**18 + number * 10**9))  # one second apart
+        folder.assemble([], [])
+    return [*files, "predictions.json"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["a mask retouched", "a layer saved in QGIS", "QGIS editing it now", "a project saved"],
+)
+def test_overwrite_refuses_files_changed_after_the_run_wrote_them(tmp_path, change):
+    out = tmp_path / "results"
+    files = _finished_run(out)
+    if change == "a mask retouched":
+        edited = "masks/IMG_1/instance_001.png"
+        os.utime(out / edited, ns=(0, 10**18 + 9 * 10**9))
+    elif change == "a layer saved in QGIS":
+        edited = "mosaics/ortho.gpkg"
+        os.utime(out / edited)
+    elif change == "QGIS editing it now":  # edits wait in SQLite's WAL; the .gpkg is as it was
+        edited = "mosaics/ortho.gpkg-wal"
+        (out / edited).write_bytes(b"pending edits")
+    else:
+        edited = "predictions.json"
+        (out / edited).write_bytes((out / edited).read_bytes() + b" ")
+    contents = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(OutputConflictError, match="changed after the run wrote them") as refused:
+        OutputFolder(out, {"run": 2}, overwrite=True)
+    assert edited in str(refused.value)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == contents
+    # untouched, the same folder is replaced: every one of the run's files goes
+    for path in out.rglob("*"):
+        if path.is_file() and path.parent != out:  # as old as their records
+            os.utime(path, ns=(0, 10**18))
+    (out / "mosaics/ortho.gpkg-wal").unlink(missing_ok=True)
+    if change == "a project saved":
+        (out / "predictions.json").unlink()
+    OutputFolder(out, {"run": 2}, overwrite=True).close()
+    assert [name for name in files if (out / name).exists()] == []
+
+
+def test_an_edited_end_file_is_kept_and_the_runs_written_beside_it(tmp_path, caplog):
+    out = tmp_path / "results"
+    _finished_run(out)
+    (out / "predictions.json").write_text('{"corrected": true}')
+    with OutputFolder(out, {"run": 1}) as folder, caplog.at_level("WARNING", logger="inference"):
+        written = folder.assemble([], [])
+    assert written.name == "predictions.new.json" and "changed after the run" in caplog.text
+    assert (out / "predictions.json").read_text() == '{"corrected": true}'
+    assert json.loads(written.read_text())["images"] == []
+
+
+def test_overwrite_refuses_a_file_where_a_run_keeps_a_folder(tmp_path):
+    out = tmp_path / "results"
+    _finished_run(out)
+    (out / "semantic").write_text("my notes on the semantic maps")
+    (out / "taglab_project.json").mkdir()
+    with pytest.raises(OutputConflictError) as refused:
+        OutputFolder(out, {"run": 2}, overwrite=True)
+    assert "semantic (a file" in str(refused.value)
+    assert "taglab_project.json (a folder" in str(refused.value)
+    assert (out / "semantic").read_text() == "my notes on the semantic maps"
+    assert (out / RUN_FILE).is_file() and (out / "mosaics/ortho.gpkg").is_file()
 
 
 def test_writing_an_image_again_keeps_the_users_file_in_its_mask_folder(tmp_path):
