@@ -36,7 +36,7 @@ def summarize_mosaic(
     with source.open(stem) as image:
         scale = options.scale.for_image(image.name, image.shape, image.scale)
         _count(out, stem, image.name, source.kind, image, image, image.colonies(), classes,
-               scale, options, codes)  # fmt: skip
+               (scale, image.scale_from), options, codes)  # fmt: skip
     return out
 
 
@@ -65,8 +65,9 @@ def summarize_mosaic_pair(
         for kind, image, other in ((predicted.kind, mine, truth), (ANNOTATED, truth, mine)):
             shared = SharedArea(image, other)
             colonies = _clipped(image.colonies(), shared)
+            # both rows state the scale used, the predicted map's (or why there is none)
             covers.append(_count(out, stem, mine.name, kind, image, shared, colonies, classes,
-                                 scale, options, codes))  # fmt: skip
+                                 (scale, mine.scale_from), options, codes))  # fmt: skip
     (pred_pixels, total), (truth_pixels, _) = covers
     if total:  # as cover.image_cover_error computes it, to the last bit
         out.errors.append(pred_pixels * (100.0 / total) - truth_pixels * (100.0 / total))
@@ -88,9 +89,11 @@ class SharedArea(WindowedMap):
 
 def _count(
     out: Collected, stem: str, name: str, kind: str, image: WholeMap, counted: WindowedMap,
-    colonies: Iterable[Colony], classes: ClassInfo, scale, options, codes: list[str],
+    colonies: Iterable[Colony], classes: ClassInfo, scaled: tuple, options, codes: list[str],
 ) -> tuple[np.ndarray, int]:  # fmt: skip
-    """Rows of one source over the `counted` pixels; returns its class pixels and total."""
+    """Rows of one source over the `counted` pixels; returns its class pixels and total.
+    scaled: the Scale used (or None) and where it came from (or why there is none)."""
+    scale, scale_text = scaled
     base = {"image": stem, "file_name": name, "source": kind}
     pixels, total = counted.class_pixels(classes.num_classes)
     out.cover += cover_rows_of_counts(base, pixels, total, classes, scale)
@@ -98,7 +101,7 @@ def _count(
     for colony in colonies:
         out.colonies.append(colony_row(base, colony, classes, _touches(counted, colony), scale))
         count += 1
-    out.images.append(image_row_of_counts(base, image.shape, total, scale, image.scale_from,
+    out.images.append(image_row_of_counts(base, image.shape, total, scale, scale_text,
                                           image.cover_from, count))  # fmt: skip
     if options.points:
         rng = coralnet.image_rng(options.seed, stem)
