@@ -2,10 +2,11 @@
 follows (prepare_data.py, reef_stats.py, inference_with_coralscop.py).
 
 - A folder a tool writes carries a marker file (MARKER) naming the tool and the files it
-  wrote. `--overwrite` replaces a folder only when its marker names the same tool and
-  it holds no file the marker does not list: a folder the user made, another tool's
-  folder, one written before the marker existed, or one the user has added files to is
-  refused, with what to do, and left as it is.
+  wrote, with their sizes and times. `--overwrite` replaces a folder only when its marker
+  names the same tool, it holds no file the marker does not list and none has changed
+  since: a folder the user made, another tool's folder, one written before the marker
+  existed, one the user has added files to or edited a file in is refused, with what
+  to do, and left as it is.
 - Nothing is replaced that holds one of the run's inputs or lies inside one: replacing
   it would delete what the run is reading.
 - A whole folder is written under a temporary name beside the target and renamed at the
@@ -40,13 +41,21 @@ class OutputRefusedError(FileExistsError):
 
 
 def write_marker(folder: str | Path, tool: str) -> None:
-    """Mark `folder` as written by `tool`, listing every file in it: the proof --overwrite
-    asks for, and what tells a later run which files in the folder are not the tool's."""
+    """Mark `folder` as written by `tool`, listing every file in it with its size and
+    modification time: the proof --overwrite asks for, and what tells a later run which
+    files are not the tool's, or no longer as the tool wrote them (a cover.csv edited)."""
     folder = Path(folder)
-    files = sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MARKER
-    )
+    files = {
+        str(p.relative_to(folder)): _stats(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MARKER
+    }
     write_bytes_atomic(folder / MARKER, json.dumps({"tool": tool, "files": files}).encode())
+
+
+def _stats(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _marker(folder: Path) -> dict:
@@ -60,6 +69,20 @@ def _marker(folder: Path) -> dict:
 def made_by(folder: str | Path) -> str | None:
     """The tool whose marker `folder` carries; None for a folder without (or with a bad) one."""
     return _marker(Path(folder)).get("tool")
+
+
+def changed_since_written(folder: str | Path) -> list[str]:
+    """Files of a marked folder whose size or time moved since the tool wrote them (edited
+    by hand); none for a marker that lists names only (written before times were kept)."""
+    folder = Path(folder)
+    written = _marker(folder).get("files", [])
+    if not isinstance(written, dict):
+        return []
+    return sorted(
+        name
+        for name, stats in written.items()
+        if (folder / name).is_file() and _stats(folder / name) != stats
+    )
 
 
 def not_written_by_the_tool(folder: str | Path) -> list[str]:
@@ -152,6 +175,14 @@ def check_replaceable(
         raise OutputRefusedError(
             f"{what} {target} is not replaced even with --overwrite: it holds files {tool} "
             f"did not write ({shown}). Move them out of it, or choose another {what}."
+        )
+    changed = changed_since_written(target)
+    if changed:
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise OutputRefusedError(
+            f"{what} {target} is not replaced even with --overwrite: files changed since "
+            f"{tool} wrote them ({', '.join(changed[:5])}{more}). Copy them out of it if "
+            f"the changes are yours to keep, then delete it yourself, or choose another {what}."
         )
 
 

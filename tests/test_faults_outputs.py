@@ -104,6 +104,26 @@ def test_overwrite_replaces_its_own_folder_and_refuses_once_a_file_is_added(resu
     assert (out / "figures" / "my_edit.png").read_bytes() == b"an edited figure"
 
 
+def test_overwrite_refuses_a_folder_with_a_file_edited_since_the_tool_wrote_it(
+    results, tmp_path, capsys
+):
+    """A cover.csv corrected by hand in a spreadsheet is not replaced by the next
+    --overwrite; a marker from before sizes and times were kept still allows it."""
+    out = tmp_path / "stats"
+    assert _summarize(results / "maps", out) == 0
+    edited = (out / "cover.csv").read_text().replace("Acropora", "Acropora (checked)")
+    (out / "cover.csv").write_text(edited)
+    before = _tree(out)
+    assert _summarize(results / "maps", out, "--overwrite") == 2
+    assert "files changed since reef_stats.py wrote them (cover.csv)" in capsys.readouterr().err
+    assert _tree(out) == before
+    marker = json.loads((out / MARKER).read_text())
+    marker["files"] = sorted(marker["files"])  # the older marker: names only
+    (out / MARKER).write_text(json.dumps(marker))
+    assert _summarize(results / "maps", out, "--overwrite") == 0
+    assert "Acropora (checked)" not in (out / "cover.csv").read_text()
+
+
 def test_another_tools_folder_is_not_replaced(results, tmp_path):
     out = tmp_path / "prepared"
     with staged_folder(out, "prepare_data.py") as staging:
