@@ -180,7 +180,7 @@ def _load_matching(stem: str, sources: dict[str, LabelSource]) -> dict[str, Imag
     return labels
 
 
-def windowed_pair(sources: dict[str, LabelSource], options: SummaryOptions) -> bool:
+def windowed_pair(sources: dict[str, LabelSource]) -> bool:
     """A tiled run's mosaics beside corrected polygons: counted window by window
     (mosaic_summary.summarize_mosaic_pair)."""
     main = next(iter(sources.values()))
@@ -199,7 +199,7 @@ def summarize_image(
     main = next(iter(sources.values()))
     # A mosaic or polygon map is never read whole, alone or beside corrected polygons
     # (--truth); quadrat options are refused for both (a quadrat is a photo's frame).
-    if windowed_pair(sources, options):
+    if windowed_pair(sources):
         return summarize_mosaic_pair(stem, main, sources[ANNOTATED], options, classes, codes)
     polygon_truth = len(sources) == 2 and isinstance(sources.get(ANNOTATED), PolygonSource)
     if isinstance(main, MosaicOutput | PolygonSource) and not polygon_truth:

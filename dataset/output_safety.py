@@ -46,14 +46,16 @@ def write_marker(folder: str | Path, tool: str) -> None:
     files are not the tool's, or no longer as the tool wrote them (a cover.csv edited)."""
     folder = Path(folder)
     files = {
-        str(p.relative_to(folder)): _stats(p)
+        str(p.relative_to(folder)): file_stats(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MARKER
     }
     write_bytes_atomic(folder / MARKER, json.dumps({"tool": tool, "files": files}).encode())
 
 
-def _stats(path: Path) -> list[int]:
+def file_stats(path: Path) -> list[int]:
+    """[size, modification time in ns]: what tells a file as a tool wrote it from one
+    changed since (here and in dataset/run_files.py)."""
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
 
@@ -81,7 +83,7 @@ def changed_since_written(folder: str | Path) -> list[str]:
     return sorted(
         name
         for name, stats in written.items()
-        if (folder / name).is_file() and _stats(folder / name) != stats
+        if (folder / name).is_file() and file_stats(folder / name) != stats
     )
 
 

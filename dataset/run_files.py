@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 
 from dataset.image_io import write_bytes_atomic
+from dataset.output_safety import file_stats
 
 RECORDS = ".per_image"
 PROCESS_LOGS = ".process_logs"
@@ -35,7 +36,7 @@ WRITTEN = ".written.json"
 END_FILES = ("predictions.json", "taglab_project.json")
 ROOT_FILES = (*END_FILES, "inference_log.txt")
 SIDE_FILES = (".aux.xml", ".ovr")
-DERIVED = r"(\.aux\.xml|\.ovr)?"
+DERIVED = "(" + "|".join(map(re.escape, SIDE_FILES)) + ")?"
 # per folder: the names a run writes there; `stem` names the image whose record dates it
 PER_IMAGE = {
     "visualizations": re.compile(r"(?P<stem>.+)\.jpg"),
@@ -73,10 +74,14 @@ def odd_shapes(root: Path) -> list[str]:
 def edited_files(root: Path) -> list[str]:
     """The run's files someone changed after the run wrote them (see the module)."""
     edited = []
+    record_times: dict[str, int | None] = {}  # one stat per image, not per file
 
     def newer_than_record(path: Path, stem: str) -> bool:
-        record = root / RECORDS / f"{stem}.json"
-        return record.is_file() and path.stat().st_mtime_ns > record.stat().st_mtime_ns
+        if stem not in record_times:
+            record = root / RECORDS / f"{stem}.json"
+            record_times[stem] = record.stat().st_mtime_ns if record.is_file() else None
+        written = record_times[stem]
+        return written is not None and path.stat().st_mtime_ns > written
 
     for name, pattern in PER_IMAGE.items():
         folder = root / name
@@ -96,14 +101,9 @@ def edited_files(root: Path) -> list[str]:
     noted = _written(root)
     for name, stats in noted.items():
         path = root / name
-        if path.is_file() and _stats(path) != stats:
+        if path.is_file() and file_stats(path) != stats:
             edited.append(name)
     return edited
-
-
-def _stats(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _written(root: Path) -> dict[str, list[int]]:
@@ -117,7 +117,7 @@ def _written(root: Path) -> dict[str, list[int]]:
 def note_written(root: Path, path: Path) -> None:
     """Note an end file as the run wrote it (its size and time), for `edited_files`."""
     noted = _written(root)
-    noted[path.name] = _stats(path)
+    noted[path.name] = file_stats(path)
     write_bytes_atomic(root / WRITTEN, json.dumps(noted, indent=1).encode())
 
 
@@ -126,7 +126,7 @@ def end_file_target(root: Path, name: str) -> Path:
     when someone changed it after the run wrote it."""
     path = root / name
     noted = _written(root).get(name)
-    if noted is not None and path.is_file() and _stats(path) != noted:
+    if noted is not None and path.is_file() and file_stats(path) != noted:
         return path.with_name(f"{path.stem}.new{path.suffix}")
     return path
 
