@@ -61,9 +61,13 @@ def write_prepared_folder(root: Path, num_samples: int, image_size: int) -> None
         image, mask = renders[index % len(renders)]
         shift = (index // len(renders)) * image_size // 7
         stem = f"quadrat_{index:04d}"
-        cv2.imwrite(str(images / f"{stem}.jpg"), np.roll(image, shift, 1)[..., ::-1],
-                    [cv2.IMWRITE_JPEG_QUALITY, 92])  # fmt: skip
-        cv2.imwrite(str(masks / f"{stem}.png"), np.roll(mask, shift, 1))
+        written = (
+            cv2.imwrite(str(images / f"{stem}.jpg"), np.roll(image, shift, 1)[..., ::-1],
+                        [cv2.IMWRITE_JPEG_QUALITY, 92]),
+            cv2.imwrite(str(masks / f"{stem}.png"), np.roll(mask, shift, 1)),
+        )  # fmt: skip
+        if not all(written):  # cv2.imwrite returns False rather than raising
+            raise OSError(f"could not write {stem} under {images.parent}")
 
 
 def time_transforms(cfg, data_root: Path, num_samples: int) -> tuple[dict, dict]:

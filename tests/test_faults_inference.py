@@ -257,7 +257,7 @@ def test_output_folder_of_the_users_own_files_is_refused_and_left_as_it_was(
 
     inputs = tmp_path / "in"
     inputs.mkdir()
-    cv2.imwrite(str(inputs / "quadrat.jpg"), _photo(32, 32))
+    assert cv2.imwrite(str(inputs / "quadrat.jpg"), _photo(32, 32))
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "thesis.docx").write_bytes(b"chapter 3")
@@ -287,7 +287,7 @@ def _quadrats(folder: Path, count: int, size: int) -> list[str]:
     folder.mkdir()
     for index in range(count):
         image, _ = render_sample(index, size)
-        cv2.imwrite(
+        assert cv2.imwrite(
             str(folder / f"quadrat_{index:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         )
     return sorted(p.stem for p in folder.iterdir())
@@ -443,7 +443,7 @@ def test_prediction_maps_of_test_py_fail_loudly_when_unwritable(tmp_path):
     from engine.hooks import SavePredictionsHook
 
     image = tmp_path / "quadrat.jpg"
-    cv2.imwrite(str(image), _photo(8, 8))
+    assert cv2.imwrite(str(image), _photo(8, 8))
     sample = SegDataSample(metainfo=dict(img_path=str(image)))
     sample.pred_sem_seg = PixelData(data=torch.ones(1, 8, 8, dtype=torch.long))
     runner = SimpleNamespace(

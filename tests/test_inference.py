@@ -292,7 +292,9 @@ def batch(tmp_path, monkeypatch, random_semantic_checkpoint):
     images.mkdir()
     for index in range(2):
         image, _ = render_sample(index, 64)
-        cv2.imwrite(str(images / f"quadrat_{index}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        assert cv2.imwrite(
+            str(images / f"quadrat_{index}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        )
     args = [
         "--input-dir",
         str(images),

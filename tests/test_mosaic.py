@@ -232,7 +232,7 @@ def _quadrat(size: int, seed: int = 1) -> np.ndarray:
 def test_tiled_and_whole_image_agree_on_a_quadrat(tmp_path):
     image = _quadrat(640)
     path = tmp_path / "quadrat.png"
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     result = _run(path, tmp_path / "out", 256, 64)
     assert result.tiles == 9
     probs = ColourClasses()(image)
@@ -261,7 +261,9 @@ def test_end_to_end_through_the_command_with_the_tiny_models(
     monkeypatch.setattr(coralscop, "SAM_VIT_B", coralscop.SAM_TINY)
     inputs = tmp_path / "in"
     write_mosaic(inputs / "ortho.tif", [_quadrat(128, s) for s in range(3)], height=180, width=200)
-    cv2.imwrite(str(inputs / "photo.png"), _quadrat(96))  # a small photo: the whole-image path
+    assert cv2.imwrite(
+        str(inputs / "photo.png"), _quadrat(96)
+    )  # a small photo: the whole-image path
     args = ["--input-dir", str(inputs), "--output-dir", str(tmp_path / "out"),
             "--segformer-config", str(Path(__file__).parents[1] / "configs/reef_demo_tiny.py"),
             "--segformer-weights", str(random_semantic_checkpoint), "--device", "cpu",
@@ -326,7 +328,7 @@ def test_the_demos_orthomosaic_stages_run_as_written(tmp_path, random_semantic_c
     for index in range(4):
         image = render_sample(index, 200)[0]
         path = data_root / f"reef_demo/images/test/quadrat_{index}.jpg"
-        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     work_dir.mkdir()
     (work_dir / "best_mIoU.pth").symlink_to(random_semantic_checkpoint)
     ortho_dir, ortho_out = tmp_path / "ortho", tmp_path / "ortho_out"
@@ -585,7 +587,7 @@ def test_a_georeferenced_image_under_the_size_threshold_still_gets_gis_outputs(t
     geo = write_mosaic(tmp_path / "ortho.tif", [cell], 48, 64)
     plain = write_mosaic(tmp_path / "scan.tif", [cell], 48, 64, epsg=None)
     photo = tmp_path / "photo.png"
-    cv2.imwrite(str(photo), cell)
+    assert cv2.imwrite(str(photo), cell)
     assert TILED_ABOVE_PIXELS > 64 * 48
     assert wants_tiling(geo, forced=False)
     assert not wants_tiling(plain, forced=False) and not wants_tiling(photo, forced=False)

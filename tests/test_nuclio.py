@@ -35,7 +35,7 @@ def inputs(tmp_path_factory, random_semantic_checkpoint):
     shutil.copy(random_semantic_checkpoint, tmp / "best.pth")
     write_random_checkpoint(tmp / "vit_b_coralscop.pth")
     image, _ = render_sample(5, 128)
-    cv2.imwrite(str(tmp / "quadrat.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert cv2.imwrite(str(tmp / "quadrat.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return tmp
 
 
@@ -357,7 +357,7 @@ def semantic_bundle(tmp_path_factory, random_semantic_checkpoint):
     with zipfile.ZipFile(tmp / "nuclio.zip") as archive:
         archive.extractall(tmp / "unpacked")
     image, _ = render_sample(7, 128)
-    cv2.imwrite(str(tmp / "quadrat.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert cv2.imwrite(str(tmp / "quadrat.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return tmp / "unpacked" / "nuclio"
 
 

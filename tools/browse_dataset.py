@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 import engine  # noqa: E402, F401  (registrations)
+from dataset.image_io import write_image  # noqa: E402
 from dataset.visualize import colorize, overlay  # noqa: E402
 from engine.setup import load_config  # noqa: E402
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         sample = dataset[index]
         picture = render(sample, palette)
         name = f"{index:04d}_{Path(sample['data_samples'].img_path).stem}.jpg"
-        cv2.imwrite(str(out / name), picture)
+        write_image(out / name, picture)  # checked: cv2.imwrite returns False silently
         if args.show:
             cv2.imshow("browse_dataset (image | overlay | mask)", picture)
             cv2.waitKey(max(1, int(args.show_interval * 1000)))
