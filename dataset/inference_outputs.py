@@ -54,7 +54,9 @@ from dataset.image_io import write_bytes_atomic, write_image
 from dataset.output_safety import input_inside
 from dataset.run_files import (
     END_FILES,
+    FOLDERS,
     PROCESS_LOGS,
+    ROOT_FILES,
     clear_run_files,
     edited_files,
     end_file_target,
@@ -70,18 +72,7 @@ RUN_FILE = "inference_run.json"
 LOCK_FILE = ".inference.lock"
 # a log record's first line starts with logging's asctime (its order is time order)
 RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
-OUTPUTS = (
-    "visualizations",
-    "masks",
-    "semantic",
-    ".per_image",
-    PROCESS_LOGS,
-    "predictions.json",
-    "inference_log.txt",
-    "mosaics",  # large images (mosaic/batch.py)
-    "taglab_project.json",  # --taglab (exchange/run_to_taglab.py)
-    "taglab_images",
-)
+OUTPUTS = (*FOLDERS, *ROOT_FILES)  # every name a run writes (dataset/run_files.py)
 # What dataset.image_io.read_rgb decodes (OpenCV, or Pillow for GIF and JPEG 2000).
 READABLE_SUFFIXES = tuple(
     dict.fromkeys(
